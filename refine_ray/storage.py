@@ -1,0 +1,176 @@
+"""One place for URIs, filesystems and atomic writes, local paths and s3:// alike.
+
+Credentials and endpoint come from the standard AWS environment variables (or a config's
+`storage` section); they are passed to Ray workers through `worker_env()` and never logged.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import fsspec
+import pyarrow.fs as pafs
+
+AWS_ENV_KEYS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """S3 settings; empty fields fall back to the AWS environment variables."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+    def apply_to_env(self) -> None:
+        """Export the explicit settings so s3fs, pyarrow and Ray workers started later see them."""
+        for key, value in (
+            ("AWS_ENDPOINT_URL", self.endpoint_url),
+            ("AWS_DEFAULT_REGION", self.region),
+            ("AWS_ACCESS_KEY_ID", self.access_key_id),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key),
+        ):
+            if value:
+                os.environ[key] = value
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in str(uri) and not str(uri).startswith("file://")
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI with '/'."""
+    uri = str(uri)
+    if is_remote(uri):
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://" + posixpath.join(rest, *parts)
+    return os.path.join(uri, *parts)
+
+
+def worker_env() -> dict[str, str]:
+    """AWS settings of this process, for a Ray runtime_env so that remote workers reach the same store."""
+    return {k: os.environ[k] for k in AWS_ENV_KEYS if os.environ.get(k)}
+
+
+def _fsspec_options(protocol: str) -> dict:
+    if protocol in ("s3", "s3a"):
+        opts: dict = {}
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        if endpoint:
+            opts["client_kwargs"] = {"endpoint_url": endpoint}
+        region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+        if region:
+            opts.setdefault("client_kwargs", {})["region_name"] = region
+        # Fresh instances: settings may change between tests/jobs in one process.
+        opts["skip_instance_cache"] = True
+        return opts
+    return {}
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(fsspec filesystem, path inside it) for a local path or URI."""
+    uri = str(uri)
+    protocol = uri.split("://", 1)[0] if is_remote(uri) else "file"
+    fs, path = fsspec.core.url_to_fs(uri, **_fsspec_options(protocol))
+    return fs, path
+
+
+def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path) — what pyarrow.parquet and Ray Data take."""
+    fs, path = filesystem(uri)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def read_text(uri: str, encoding: str = "utf-8") -> str:
+    return read_bytes(uri).decode(encoding)
+
+
+def makedirs(uri: str) -> None:
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        fs.makedirs(path, exist_ok=True)
+
+
+def atomic_write_bytes(uri: str, data: bytes) -> None:
+    """Write so that readers see the old object or the whole new one, never a part.
+
+    Local: a temp file in the same folder, then os.replace. S3: a single PUT is already atomic.
+    """
+    uri = str(uri)
+    if is_remote(uri):
+        fs, path = filesystem(uri)
+        fs.pipe_file(path, data)
+        return
+    folder = os.path.dirname(os.path.abspath(uri))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{os.path.basename(uri)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, uri)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(uri: str, text: str) -> None:
+    atomic_write_bytes(uri, text.encode("utf-8"))
+
+
+def list_files(uri: str, suffixes: Iterable[str] | None = None, recursive: bool = True) -> list[str]:
+    """Sorted URIs (same scheme as `uri`) of files under a folder, optionally filtered by suffix."""
+    uri = str(uri)
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{uri}: no such folder or bucket prefix")
+    found = fs.find(path) if recursive else [p for p in fs.ls(path, detail=False)]
+    sfx = tuple(s.lower() for s in suffixes) if suffixes else None
+    out = []
+    for p in found:
+        name = posixpath.basename(p)
+        if name.startswith(".tmp-"):
+            continue
+        if sfx and not name.lower().endswith(sfx):
+            continue
+        out.append(_as_uri(uri, p))
+    return sorted(out)
+
+
+def _as_uri(template: str, path: str) -> str:
+    if is_remote(template):
+        scheme = template.split("://", 1)[0]
+        return f"{scheme}://{path}"
+    return path
+
+
+def safe_name(name: str) -> str:
+    """A file name taken from data, reduced to a harmless basename (no separators, no '..')."""
+    base = posixpath.basename(str(name).replace("\\", "/"))
+    cleaned = "".join(ch if (ch.isalnum() or ch in "-_.") else "_" for ch in base).lstrip(".")
+    if not cleaned:
+        raise ValueError(f"unusable file name {name!r}")
+    return cleaned
