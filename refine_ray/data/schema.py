@@ -48,6 +48,12 @@ SCHEMA = pa.schema(
         pa.field("landmarks_2d", pa.list_(pa.float32(), 136), nullable=False),
         pa.field("landmarks_image", pa.list_(pa.float32(), 136), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
+        # Added columns (nullable): the full model→camera rotation of each image (photo pose then
+        # augmentation), the coarse model's landmarks in its image, and the fit's landmark residual.
+        pa.field("rotation_input", pa.list_(pa.float32(), 9), nullable=True),
+        pa.field("rotation_target", pa.list_(pa.float32(), 9), nullable=True),
+        pa.field("landmarks_input_image", pa.list_(pa.float32(), 136), nullable=True),
+        pa.field("fit_rms_px", pa.float32(), nullable=True),
     ]
 )
 
@@ -116,6 +122,10 @@ def build_row(
     landmarks_image: np.ndarray,
     source_uri: str,
     target_rgb: np.ndarray | None = None,
+    rotation_input: np.ndarray | None = None,
+    rotation_target: np.ndarray | None = None,
+    landmarks_input_image: np.ndarray | None = None,
+    fit_rms_px: float | None = None,
 ) -> dict[str, Any]:
     """A validated row dict of SCHEMA from numpy images (network units) and metadata.
 
@@ -128,9 +138,7 @@ def build_row(
     if inp.ndim != 3 or inp.shape[2] not in (3, 6):
         raise SampleError(f"{src}: input must be (H, W, 3) or (H, W, 6), got shape {inp.shape}")
     hw = inp.shape[:2]
-    rot = np.asarray(rotation, dtype=np.float64)
-    if rot.shape != (3, 3) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-4) or np.linalg.det(rot) < 0:
-        raise SampleError(f"{src}: rotation is not a proper 3x3 rotation matrix")
+    rot = _check_rotation("rotation", rotation, src)
     if not (np.isfinite(scale_px_per_mm) and scale_px_per_mm > 0):
         raise SampleError(f"{src}: scale_px_per_mm must be positive, got {scale_px_per_mm}")
     for name, val in (("dataset", dataset), ("subject_id", subject_id), ("scan_id", scan_id)):
@@ -163,7 +171,18 @@ def build_row(
         "landmarks_2d": _fixed_list("landmarks_2d", landmarks_2d, 136, src, allow_nan=True),
         "landmarks_image": _fixed_list("landmarks_image", landmarks_image, 136, src, allow_nan=True),
         "source_uri": src,
+        "rotation_input": None if rotation_input is None else _fixed_list("rotation_input", _check_rotation("rotation_input", rotation_input, src), 9, src),
+        "rotation_target": None if rotation_target is None else _fixed_list("rotation_target", _check_rotation("rotation_target", rotation_target, src), 9, src),
+        "landmarks_input_image": None if landmarks_input_image is None else _fixed_list("landmarks_input_image", landmarks_input_image, 136, src, allow_nan=True),
+        "fit_rms_px": None if fit_rms_px is None else float(fit_rms_px),
     }
+
+
+def _check_rotation(name: str, value: Any, source: str) -> np.ndarray:
+    rot = np.asarray(value, dtype=np.float64)
+    if rot.shape != (3, 3) or not np.allclose(rot @ rot.T, np.eye(3), atol=1e-4) or np.linalg.det(rot) < 0:
+        raise SampleError(f"{source}: {name} is not a proper 3x3 rotation matrix")
+    return rot
 
 
 def rows_to_table(rows: list[Mapping[str, Any]]) -> pa.Table:

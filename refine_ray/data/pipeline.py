@@ -1,0 +1,235 @@
+"""The preprocessing job: scan URIs streamed through Ray Data, one scan per row, batches of scans
+committed as shards by a pool of actors (each holds the 3DMM and landmark provider once)."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict
+from typing import Any, Callable
+
+import numpy as np
+
+from refine_ray import storage
+from refine_ray.data import schema
+from refine_ray.data.augment import assign_split, sample_poses
+from refine_ray.data.samples import SampleBuildError, build_samples
+from refine_ray.data.settings import PreprocessSettings, StorageSettings
+from refine_ray.data.shards import ScanOutcome, ShardStore, summarize
+
+
+class PreprocessError(RuntimeError):
+    """The job could not run at all (bad input folder, mismatched output); per-scan problems never raise."""
+
+
+def load_model(settings: PreprocessSettings):
+    from refine_ray import morphable
+
+    if settings.model:
+        return morphable.MorphableModel.load_npz(settings.model)
+    return morphable.default_model()
+
+
+def make_landmark_provider(settings: PreprocessSettings):
+    """The 2D landmark source; None means 'the landmarks shipped with each scan'."""
+    try:
+        from refine_ray.landmarks import make_provider
+    except ImportError:
+        if settings.landmarks == "file":
+            return None
+        raise
+    return make_provider(settings.landmarks)
+
+
+def normalization(settings: PreprocessSettings):
+    from refine_ray.geometry import DceNormalization
+
+    return DceNormalization.from_dict(settings.normalization) if settings.normalization else DceNormalization()
+
+
+def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) -> tuple[list[dict], ScanOutcome]:
+    """Read and turn one scan into rows; every failure becomes a `failed` outcome, never an exception."""
+    from refine_ray.scans import read_scan
+
+    t0 = time.perf_counter()
+    try:
+        try:
+            scan = read_scan(uri)
+        except Exception as exc:
+            raise SampleBuildError(uri, "read", str(getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}")) from exc
+        split = assign_split(scan.subject_id, settings.split, settings.train_fraction, settings.seed)
+        p = settings.poses
+        poses = sample_poses(f"{scan.dataset}/{scan.scan_id}", p.count, p.yaw_deg, p.pitch_deg, p.roll_deg, settings.seed)
+        rows = build_samples(scan, settings, model, provider, poses, split=split, normalization=norm)
+        return rows, ScanOutcome(uri, "ok", len(rows), split, scan.subject_id, seconds=time.perf_counter() - t0)
+    except SampleBuildError as exc:
+        return [], ScanOutcome(uri, "failed", stage=exc.stage, reason=exc.reason, seconds=time.perf_counter() - t0)
+    except Exception as exc:  # a bug or an unforeseen input: still recorded, never silent
+        return [], ScanOutcome(uri, "failed", stage="unknown", reason=f"{type(exc).__name__}: {exc}",
+                               seconds=time.perf_counter() - t0)
+
+
+def process_batch(uris: list[str], settings: PreprocessSettings, model, provider, norm, store: ShardStore) -> list[ScanOutcome]:
+    """Process a batch of scans one at a time and commit them as shards + one ledger entry."""
+    rows: list[dict] = []
+    outcomes = []
+    for uri in uris:
+        r, o = process_scan(uri, settings, model, provider, norm)
+        rows.extend(r)
+        outcomes.append(o)
+    store.commit_batch(uris, rows, outcomes, settings.fingerprint())
+    return outcomes
+
+
+class BatchWorker:
+    """Ray Data actor: loads the model once, then commits each batch of scan URIs it receives."""
+
+    def __init__(self, settings_json: str):
+        self.settings = PreprocessSettings.model_validate_json(settings_json)
+        self.model = load_model(self.settings)
+        self.provider = make_landmark_provider(self.settings)
+        self.norm = normalization(self.settings)
+        self.store = ShardStore(self.settings.output, self.settings.compression)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        uris = [str(u) for u in batch["uri"]]
+        outcomes = process_batch(uris, self.settings, self.model, self.provider, self.norm, self.store)
+        return {
+            "uri": np.array([o.uri for o in outcomes], dtype=object),
+            "status": np.array([o.status for o in outcomes], dtype=object),
+            "samples": np.array([o.samples for o in outcomes], dtype=np.int64),
+            "seconds": np.array([o.seconds for o in outcomes], dtype=np.float64),
+        }
+
+
+def _log(msg: str) -> None:
+    print(f"[preprocess] {msg}", file=sys.stderr, flush=True)
+
+
+def discover(settings: PreprocessSettings) -> list[str]:
+    from refine_ray.scans import discover_scans
+
+    try:
+        uris = discover_scans(settings.input)
+    except FileNotFoundError as exc:
+        raise PreprocessError(str(exc)) from exc
+    if settings.limit:
+        uris = uris[: settings.limit]
+    if not uris:
+        raise PreprocessError(f"{settings.input}: no scans found (.abs, .abs.gz, .bnt, .obj, .ply, .wrl)")
+    return uris
+
+
+def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Run (or resume) the job; returns the summary dict also written into the manifest.
+
+    `use_ray=False` runs the same batches in this process (the benchmark's baseline, small demos).
+    """
+    if not settings.input or not settings.output:
+        raise PreprocessError("both input and output must be given (flags --input/--output or config keys)")
+    if any([settings.storage.endpoint_url, settings.storage.region, settings.storage.access_key_id]):
+        storage.StorageOptions(settings.storage.endpoint_url, settings.storage.region,
+                               settings.storage.access_key_id, settings.storage.secret_access_key).apply_to_env()
+    started = time.perf_counter()
+    uris = discover(settings)
+    store = ShardStore(settings.output, settings.compression)
+    storage.makedirs(settings.output)
+    entries = store.ledger()
+    store.check_fingerprint(entries, settings.fingerprint())
+    removed = store.remove_orphans(entries)
+    if removed:
+        log(f"removed {len(removed)} unfinished shard file(s) of an interrupted run")
+    done = {s["uri"] for e in entries for s in e.scans}
+    todo = [u for u in uris if u not in done]
+    log(f"{len(uris)} scans found, {len(uris) - len(todo)} already done, {len(todo)} to process")
+
+    processed = failed = samples = 0
+    if todo:
+        if use_ray:
+            outcomes_iter = _run_ray(todo, settings)
+        else:
+            outcomes_iter = _run_local(todo, settings)
+        for uri, status, n in outcomes_iter:
+            processed += 1
+            failed += status != "ok"
+            samples += n
+            if processed == len(todo) or processed % max(1, len(todo) // 20) == 0:
+                rate = processed / max(time.perf_counter() - started, 1e-9)
+                log(f"{processed}/{len(todo)} scans, {failed} failed, {samples} samples, {rate:.2f} scans/s")
+    elapsed = time.perf_counter() - started
+
+    entries = store.ledger()
+    counts = summarize(entries)
+    n_errors = store.write_errors(entries)
+    norm = normalization(settings)
+    channels = list(schema.DCE_CHANNELS) + (list(schema.RGB_CHANNELS) if settings.textured else [])
+    manifest = {
+        "image_size": [settings.image_size, settings.image_size],
+        "scale_px_per_mm": settings.scale_px_per_mm,
+        "normalization": norm.to_dict(),
+        "input_channels": channels,
+        "target_channels": list(schema.DCE_CHANNELS),
+        "counts": counts,
+        "config": settings.public_dict(),
+        "fingerprint": settings.fingerprint(),
+        "inputs": {"root": settings.input, "scans": uris},
+        "shards": {sp: [s["path"] for e in entries for s in e.shards if s["split"] == sp] for sp in schema.SPLITS},
+        "errors": "errors.parquet",
+    }
+    schema.write_manifest(settings.output, manifest)
+    total = counts["scans_ok"] + counts["scans_failed"]
+    summary = {
+        "scans_ok": counts["scans_ok"], "scans_failed": counts["scans_failed"], "errors": n_errors,
+        "samples": counts["samples"], "this_run_scans": processed, "this_run_samples": samples,
+        "seconds": elapsed, "scans_per_s": processed / elapsed if elapsed > 0 else 0.0,
+        "error_fraction": counts["scans_failed"] / total if total else 0.0,
+    }
+    summary["ok"] = summary["error_fraction"] <= settings.max_error_fraction
+    if settings.preview:
+        from refine_ray.data.preview import write_preview
+
+        summary["preview"] = write_preview(store.shard_uris(entries), settings.preview, storage.join(settings.output, "preview.png"))
+    log(f"done: {counts['scans_ok']} scans ok, {counts['scans_failed']} failed, "
+        f"{counts['samples']['train']} train + {counts['samples']['test']} test samples; "
+        f"this run {processed} scans in {elapsed:.1f} s ({summary['scans_per_s']:.2f} scans/s)")
+    return summary
+
+
+def _batches(todo: list[str], settings: PreprocessSettings, workers: int) -> int:
+    """Batch size: at most scans_per_shard, small enough that every worker gets work."""
+    return max(1, min(settings.scans_per_shard, math.ceil(len(todo) / max(1, 2 * workers))))
+
+
+def _run_local(todo: list[str], settings: PreprocessSettings):
+    model, provider, norm = load_model(settings), make_landmark_provider(settings), normalization(settings)
+    store = ShardStore(settings.output, settings.compression)
+    size = _batches(todo, settings, 1)
+    for i in range(0, len(todo), size):
+        for o in process_batch(todo[i:i + size], settings, model, provider, norm, store):
+            yield o.uri, o.status, o.samples
+
+
+def _run_ray(todo: list[str], settings: PreprocessSettings):
+    import ray
+
+    env = storage.worker_env()
+    if not ray.is_initialized():
+        ray.init(runtime_env={"env_vars": env} if env else None, configure_logging=False)
+    workers = settings.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    size = _batches(todo, settings, workers)
+    n_batches = math.ceil(len(todo) / size)
+    ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=n_batches)
+    remote_args: dict[str, Any] = {"num_cpus": 1}
+    if env:  # workers of an already running Ray do not see this process's AWS settings otherwise
+        remote_args["runtime_env"] = {"env_vars": env}
+    ds = ds.map_batches(
+        BatchWorker,
+        # Credentials travel only in the workers' environment, never in task arguments.
+        fn_constructor_kwargs={"settings_json": settings.model_copy(update={"storage": StorageSettings()}).model_dump_json()},
+        batch_size=size,
+        batch_format="numpy",
+        concurrency=min(workers, n_batches),
+        **remote_args,
+    )
+    for row in ds.iter_rows():
+        yield str(row["uri"]), str(row["status"]), int(row["samples"])

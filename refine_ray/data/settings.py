@@ -1,0 +1,77 @@
+"""Typed settings of the preprocessing job: every CLI flag of jobs/preprocess.py has a key here."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from refine_ray.config import StrictModel
+
+
+class PoseSettings(StrictModel):
+    """Pose augmentation (paper §5.4): `count` random rotations per scan on top of the original pose."""
+
+    count: int = Field(5, ge=0, le=64, description="random poses per scan besides the original (pose 0)")
+    yaw_deg: float = Field(45.0, ge=0, le=90, description="yaw drawn uniformly in ±yaw_deg")
+    pitch_deg: float = Field(20.0, ge=0, le=90, description="pitch drawn uniformly in ±pitch_deg")
+    roll_deg: float = Field(20.0, ge=0, le=90, description="roll drawn uniformly in ±roll_deg")
+
+
+class StorageSettings(StrictModel):
+    """S3 settings; empty values fall back to the AWS_* environment variables. Never written to outputs."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = Field(None, repr=False)
+    secret_access_key: str | None = Field(None, repr=False)
+
+
+class PreprocessSettings(StrictModel):
+    input: str | None = Field(None, description="folder or s3:// prefix holding the scans")
+    output: str | None = Field(None, description="dataset folder or s3:// prefix to write")
+    model: str | None = Field(None, description="morphable model .npz; default: the built-in synthetic model")
+    landmarks: str = Field("file", description="2D landmark provider: 'file' (landmarks shipped with each scan) or 'face_alignment'")
+    landmark_noise_px: float = Field(0.0, ge=0, description="σ of Gaussian noise (px) added to the 2D landmarks before the 3DMM fit")
+    poses: PoseSettings = PoseSettings()
+    split: Literal["subject", "all-test", "all-train"] = Field("subject", description="subject-disjoint split, or everything to one split")
+    train_fraction: float = Field(2.0 / 3.0, gt=0, lt=1, description="share of subjects in train (paper: 2/3)")
+    seed: int = Field(0, description="seeds the split and the pose draws")
+    image_size: int = Field(256, ge=16, le=2048, description="square image side in pixels")
+    scale_px_per_mm: float = Field(1.2, gt=0, description="fixed orthographic scale for coarse and ground truth")
+    translation_px: tuple[float, float] = (0.0, 0.0)
+    textured: bool = Field(True, description="add R,G,B of the photo to the input (DCE+RGB, 6 channels)")
+    crop_radius_mm: float = Field(95.0, gt=0, description="sphere around the nose tip that crops the ground truth")
+    crop_contour: bool = Field(True, description="also cut along the jaw contour landmarks (paper §5.2)")
+    max_edge_mm: float = Field(6.0, gt=0, description="grid scans: no triangle edge longer than this (holes stay holes)")
+    median_filter: bool = Field(True, description="median-filter outliers of the ground truth (paper §5.2)")
+    normalization: dict = Field(default_factory=dict, description="DceNormalization overrides, e.g. {depth_mm: [-100, 50]}")
+    scans_per_shard: int = Field(8, ge=1, le=10000, description="scans per shard: bounds shard size to scans×(poses+1) samples")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    max_error_fraction: float = Field(0.2, ge=0, le=1, description="exit non-zero when more than this share of scans failed")
+    preview: int = Field(0, ge=0, le=64, description="write preview.png with this many samples (0 = none)")
+    num_workers: int | None = Field(None, ge=1, description="parallel scan workers; default: the CPUs Ray sees")
+    limit: int | None = Field(None, ge=1, description="process only the first N scans (sorted)")
+    local: bool = Field(False, description="run in this process without Ray (small jobs, debugging)")
+    storage: StorageSettings = StorageSettings()
+
+    @model_validator(mode="after")
+    def _paths_differ(self):
+        if self.input and self.output and self.input.rstrip("/") == self.output.rstrip("/"):
+            raise ValueError("input and output must differ")
+        return self
+
+    def public_dict(self) -> dict:
+        """The settings as written to the manifest: storage credentials removed."""
+        data = self.model_dump(mode="json")
+        data["storage"] = {"endpoint_url": self.storage.endpoint_url, "region": self.storage.region}
+        return data
+
+    def fingerprint(self) -> str:
+        """Hash of every setting that changes sample content; a resumed run must match it."""
+        data = self.model_dump(mode="json")
+        for key in ("input", "output", "max_error_fraction", "preview", "num_workers", "limit", "local", "storage",
+                    "scans_per_shard", "compression"):
+            data.pop(key, None)
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
