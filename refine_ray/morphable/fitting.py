@@ -1,0 +1,195 @@
+"""Coarse reconstruction from 2D landmarks (the DL-3DMM way, paper §3.1): pose ↔ shape ↔ expression.
+
+Each iteration: (1) scaled-orthographic pose from the 2D–3D landmark pairs, (2) jaw landmarks re-assigned
+to the model's occluding contour under that pose, (3) identity and expression coefficients from one
+regularized linear solve (Gaussian prior on std-unit coefficients = ridge). Everything that depends only
+on the model is precomputed once per model, so a fit is a few small dense solves (~ms).
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from refine_ray.geometry import ScaledOrthographic, estimate_scaled_orthographic, pixels_to_plane
+from refine_ray.morphable.contour import contour_candidates as build_contour_candidates
+from refine_ray.morphable.contour import select_contour
+from refine_ray.morphable.model import JAW, N_LANDMARKS, MorphableModel
+
+MIN_LANDMARKS = 6
+
+
+class FittingError(ValueError):
+    """Landmarks that cannot drive a fit (too few, wrong shape, degenerate)."""
+
+
+@dataclass
+class CoarseFit:
+    """The coarse face: mesh in mm in the model frame and the projection model → photo plane (col, -row)."""
+
+    vertices: np.ndarray            # (V, 3) mm
+    faces: np.ndarray               # (F, 3)
+    projection: ScaledOrthographic  # model frame → plane coords of the photo
+    shape_coeffs: np.ndarray        # (K,) std units
+    expr_coeffs: np.ndarray         # (E,) std units (empty when the model has no expression basis)
+    landmarks_3d: np.ndarray        # (68, 3) mm on the fitted mesh (NaN where the model has no such vertex)
+    landmark_vertex: np.ndarray     # (68,) vertex per landmark (observed jaw ones follow the contour), -1 = none
+    rms_px: float                   # RMS landmark reprojection error (pixels) of the final fit
+    n_landmarks: int                # landmarks used
+
+
+class _Precomputed:
+    """Per-model arrays for the fit: the landmark-relevant vertices and their std-scaled basis rows."""
+
+    def __init__(self, model: MorphableModel):
+        cand = model.contour_candidates
+        if cand is None:
+            cand = build_contour_candidates(model.mean, model.faces, model.landmark_index)
+        self.candidates = cand
+        ids = np.unique(np.concatenate([model.landmark_index[model.landmark_index >= 0], cand[cand >= 0]]))
+        self.vertex_ids = ids
+        self.row_of = {int(v): i for i, v in enumerate(ids)}
+        blocks = [model.shape_basis[:, ids] * model.shape_std[:, None, None]]
+        if model.n_expr:
+            blocks.append(model.expr_basis[:, ids] * model.expr_std[:, None, None])
+        # (n_rel, 3, P): row i = displacement of vertex ids[i] per unit (std) coefficient
+        self.basis = np.ascontiguousarray(np.concatenate(blocks, axis=0).transpose(1, 2, 0))
+        self.mean = model.mean[ids]
+        self.n_shape, self.n_expr = model.n_shape, model.n_expr
+        self.cand_rows = np.where(cand >= 0, np.vectorize(lambda v: self.row_of.get(int(v), 0))(cand), -1)
+        self.lmk_rows = np.array([self.row_of[int(v)] if v >= 0 else -1 for v in model.landmark_index])
+
+
+_CACHE: "weakref.WeakKeyDictionary[MorphableModel, _Precomputed]" = weakref.WeakKeyDictionary()
+
+
+def _precomputed(model: MorphableModel) -> _Precomputed:
+    pre = _CACHE.get(model)
+    if pre is None:
+        pre = _CACHE[model] = _Precomputed(model)
+    return pre
+
+
+def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weight: float = 2.0,
+                  expr_prior_weight: float | None = None, n_alternations: int = 3, n_iterations: int = 15, fit_expression: bool = True,
+                  follow_contour: bool = True) -> CoarseFit:
+    """Fit `model` to 68 iBUG landmarks in photo pixels (col, row); NaN rows = missing (any subset ≥ 6).
+
+    prior_weight λ: the cost is Σ‖(P·X_i − x_i)/s‖² (mm², i.e. residuals measured on the face, so the
+    image resolution does not matter) + λ·‖coeffs‖²; λ is the landmark noise variance in mm² of the MAP
+    estimate — larger λ keeps the face closer to the mean. expr_prior_weight defaults to prior_weight.
+    follow_contour: re-assign jaw landmarks 0–16 to the occluding contour under the current pose.
+    """
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if lm.shape != (N_LANDMARKS, 2):
+        raise FittingError(f"landmarks must be ({N_LANDMARKS}, 2) pixels (col, row), got {lm.shape}")
+    if prior_weight < 0 or (expr_prior_weight is not None and expr_prior_weight < 0):
+        raise FittingError("prior weights must be >= 0")
+    pre = _precomputed(model)
+    x = pixels_to_plane(lm)
+    valid = np.isfinite(x).all(axis=1) & (pre.lmk_rows >= 0)
+    n_valid = int(valid.sum())
+    if n_valid < MIN_LANDMARKS:
+        raise FittingError(f"need at least {MIN_LANDMARKS} landmarks the model knows, got {n_valid}")
+    use_expr = fit_expression and pre.n_expr > 0
+    P = pre.n_shape + (pre.n_expr if use_expr else 0)
+    basis = pre.basis[:, :, :P]
+    lam = np.full(P, float(prior_weight))
+    if use_expr:
+        lam[pre.n_shape:] = prior_weight if expr_prior_weight is None else expr_prior_weight
+    coeffs = np.zeros(P)
+    rows = pre.lmk_rows.copy()
+    jaw = np.array(JAW)
+    jaw_valid = valid[jaw]
+    xv = x[valid]
+
+    def contour_rows(pose, coeffs):
+        if follow_contour and jaw_valid.any():
+            cr = pre.cand_rows
+            cand = pre.mean[np.maximum(cr, 0)] + basis[np.maximum(cr, 0)] @ coeffs   # (17, M, 3)
+            pick = select_contour(cand @ pose.rotation[0], pre.candidates)
+            rows[jaw] = cr[np.arange(len(jaw)), pick]
+
+    # 1) alternation: cheap, robust start (pose from the current shape, then a linear MAP shape solve)
+    for _ in range(max(1, n_alternations)):
+        X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
+        pose = estimate_scaled_orthographic(xv, X)
+        contour_rows(pose, coeffs)
+        X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
+        pose = estimate_scaled_orthographic(xv, X)
+        R2, s = pose.rotation[:2], pose.scale
+        target = ((xv - pose.translation) / s - pre.mean[rows[valid]] @ R2.T).reshape(-1)   # (2n,)
+        A = np.einsum("ij,njp->nip", R2, basis[rows[valid]]).reshape(-1, P)                # (2n, P)
+        coeffs = np.linalg.solve(A.T @ A + np.diag(lam), A.T @ target)
+
+    # 2) joint Gauss-Newton (Levenberg-Marquardt) on rotation, scale, translation and coefficients:
+    #    block alternation alone converges slowly because pose and shape are coupled.
+    X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
+    pose = estimate_scaled_orthographic(xv, X)
+    s0 = pose.scale
+    R, s, t = pose.rotation, pose.scale, pose.translation.copy()
+    prior = np.concatenate([np.zeros(6), lam])
+
+    def cost_of(R, s, t, c):
+        Xc = pre.mean[rows[valid]] + basis[rows[valid]] @ c
+        r = s * (Xc @ R[:2].T) + t - xv
+        return float(np.sum(r * r)) / s0 ** 2 + float(np.sum(lam * c * c)), r, Xc
+
+    mu = 1e-3
+    cost, r, Xc = cost_of(R, s, t, coeffs)
+    for _ in range(max(0, n_iterations)):
+        contour_rows(ScaledOrthographic(s, R, t), coeffs)
+        cost, r, Xc = cost_of(R, s, t, coeffs)
+        Y = Xc @ R.T                                                        # (n, 3) rotated points
+        n = len(Y)
+        J = np.zeros((n, 2, 6 + P))
+        # R ← exp([ω]x) R moves Y by ω × Y, so d(Y)/dω = -[Y]x; its first two rows:
+        J[:, 0, 0:3] = s * np.stack([np.zeros(n), Y[:, 2], -Y[:, 1]], axis=1)
+        J[:, 1, 0:3] = s * np.stack([-Y[:, 2], np.zeros(n), Y[:, 0]], axis=1)
+        J[:, :, 3] = Y[:, :2]
+        J[:, 0, 4] = 1.0
+        J[:, 1, 5] = 1.0
+        J[:, :, 6:] = s * np.einsum("ij,njp->nip", R[:2], basis[rows[valid]])
+        J = J.reshape(2 * n, -1) / s0
+        rv = r.reshape(-1) / s0
+        H = J.T @ J + np.diag(prior)
+        g = J.T @ rv + prior * np.concatenate([np.zeros(6), coeffs])
+        improved = False
+        for _ in range(8):
+            step = -np.linalg.solve(H + mu * np.diag(np.diag(H) + 1e-9), g)
+            R_new = _rotation_exp(step[:3]) @ R
+            s_new, t_new, c_new = s + step[3], t + step[4:6], coeffs + step[6:]
+            if s_new > 0:
+                new_cost = cost_of(R_new, s_new, t_new, c_new)[0]
+                if new_cost < cost:
+                    R, s, t, coeffs, cost = R_new, s_new, t_new, c_new, new_cost
+                    mu = max(mu / 3, 1e-9)
+                    improved = True
+                    break
+            mu *= 10
+        if not improved or float(np.abs(step).max()) < 1e-9:
+            break
+    pose = ScaledOrthographic(s, R, t)
+    X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
+    rms = float(np.sqrt(np.mean(np.sum((pose.project(X) - xv) ** 2, axis=1))))
+
+    shape = coeffs[: pre.n_shape]
+    expr = coeffs[pre.n_shape:] if use_expr else np.zeros(pre.n_expr)
+    vertices = model.instance(shape, expr)
+    vertex_ids = np.where(rows >= 0, pre.vertex_ids[np.maximum(rows, 0)], -1)
+    vertex_ids[model.landmark_index < 0] = -1
+    lm3 = np.full((N_LANDMARKS, 3), np.nan)
+    lm3[vertex_ids >= 0] = vertices[vertex_ids[vertex_ids >= 0]]
+    return CoarseFit(vertices=vertices, faces=model.faces, projection=pose, shape_coeffs=shape, expr_coeffs=expr,
+                     landmarks_3d=lm3, landmark_vertex=vertex_ids, rms_px=rms, n_landmarks=n_valid)
+
+
+def _rotation_exp(w: np.ndarray) -> np.ndarray:
+    """Rodrigues: the rotation exp([w]x) of a small axis-angle vector."""
+    theta = float(np.linalg.norm(w))
+    K = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]])
+    if theta < 1e-12:
+        return np.eye(3) + K
+    K /= theta
+    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * (K @ K)
