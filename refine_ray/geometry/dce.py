@@ -1,0 +1,140 @@
+"""The DCE face image (paper §3.2): depth, mean curvature and elevation rendered in one camera.
+
+Units are physical so coarse and ground-truth images compare in mm (DESIGN.md): depth in mm relative
+to the view's anchor (larger = closer), curvature in 1/mm (convex +), elevation in radians. The map to
+network units is a fixed affine map per channel (`DceNormalization`), never per-image min/max, which
+would destroy the mm scale.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from refine_ray.geometry.projection import ImageView
+from refine_ray.geometry.rasterize import rasterize
+from refine_ray.geometry.surface import elevation, mean_curvature, vertex_normals
+
+# iBUG-68 (0-based): nose tip and the four eye corners. The anchor of a model (the origin of its
+# depth channel) is the mean of its 3D landmarks at these indices, computed the same way for the
+# coarse model and the ground truth so their depth channels share an origin.
+IBUG_ANCHOR = (30, 36, 39, 42, 45)
+
+# Default neighbourhood of the curvature estimate: about 2.4 px at 1.2 px/mm, i.e. the finest
+# scale the image can show, and enough averaging to keep scan noise below the signal.
+CURVATURE_RADIUS_MM = 2.0
+
+
+def anchor_from_landmarks(landmarks_3d: np.ndarray) -> np.ndarray:
+    """Mean of the IBUG_ANCHOR landmarks (NaN rows ignored); raises if none is available."""
+    pts = np.asarray(landmarks_3d, dtype=np.float64).reshape(-1, 3)
+    if len(pts) != 68:
+        raise ValueError(f"need 68 iBUG landmarks, got {len(pts)}")
+    sel = pts[list(IBUG_ANCHOR)]
+    sel = sel[np.isfinite(sel).all(axis=1)]
+    if len(sel) == 0:
+        raise ValueError("none of the anchor landmarks (nose tip, eye corners) is available")
+    return sel.mean(axis=0)
+
+
+@dataclass
+class DceImage:
+    """dce (H,W,3) float32 [depth mm, curvature 1/mm, elevation rad]; rgb (H,W,3) in [0,1] or None; mask (H,W)."""
+
+    dce: np.ndarray
+    rgb: np.ndarray | None
+    mask: np.ndarray
+
+
+def _fill_invalid(values, valid, faces, iterations=4):
+    """Give invalid vertices the mean of valid neighbours (a few rings), so rims render sensibly."""
+    values, valid = values.copy(), valid.copy()
+    if valid.all() or len(faces) == 0:
+        return values
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.concatenate([e, e[:, ::-1]])
+    n = len(values)
+    for _ in range(iterations):
+        src_ok = valid[e[:, 1]] & ~valid[e[:, 0]]
+        if not src_ok.any():
+            break
+        s = np.bincount(e[src_ok, 0], weights=values[e[src_ok, 1]], minlength=n)
+        c = np.bincount(e[src_ok, 0], minlength=n)
+        new = (c > 0) & ~valid
+        values[new] = s[new] / c[new]
+        valid |= new
+    return values
+
+
+def encode_dce(vertices, faces, view: ImageView, vertex_colors=None,
+               curvature_radius_mm: float = CURVATURE_RADIUS_MM) -> DceImage:
+    """Render a model-frame mesh (mm, CCW faces = outward normals) as a DCE image in `view`."""
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    normals = vertex_normals(v, f)
+    curv, valid = mean_curvature(v, f, curvature_radius_mm, normals=normals)
+    curv = _fill_invalid(curv, valid, f)
+    elev = elevation(normals @ view.rotation.T, (0.0, 0.0, 1.0))
+    iv = view.to_image(v)
+    attrs = [iv[:, 2:3], curv[:, None], elev[:, None]]
+    if vertex_colors is not None:
+        col = np.asarray(vertex_colors)
+        if col.shape != (len(v), 3):
+            raise ValueError(f"vertex_colors must be ({len(v)}, 3), got {col.shape}")
+        col = col / 255.0 if np.issubdtype(col.dtype, np.integer) else col.astype(np.float64)
+        attrs.append(col)
+    img, mask = rasterize(iv, f, np.hstack(attrs), view.height, view.width)
+    rgb = img[..., 3:6] if vertex_colors is not None else None
+    return DceImage(dce=np.ascontiguousarray(img[..., :3]), rgb=None if rgb is None else np.ascontiguousarray(rgb), mask=mask)
+
+
+@dataclass
+class DceNormalization:
+    """Fixed affine map of each physical channel range (lo, hi) to [-1, 1]; background = -1."""
+
+    depth_mm: tuple = (-100.0, 50.0)
+    curvature_per_mm: tuple = (-0.3, 0.3)
+    elevation_rad: tuple = (0.0, float(np.pi / 2))
+    rgb: tuple = (0.0, 1.0)
+
+    def __post_init__(self):
+        for name in ("depth_mm", "curvature_per_mm", "elevation_rad", "rgb"):
+            lo, hi = (float(x) for x in getattr(self, name))
+            if not hi > lo:
+                raise ValueError(f"DceNormalization.{name} needs lo < hi, got ({lo}, {hi})")
+            setattr(self, name, (lo, hi))
+
+    def _ranges(self, channels):
+        r = [self.depth_mm, self.curvature_per_mm, self.elevation_rad] + [self.rgb] * 3
+        return np.array(r[:channels], dtype=np.float64)
+
+    def normalize(self, dce, mask, rgb=None) -> np.ndarray:
+        """(H,W,3) physical DCE (+ optional (H,W,3) rgb) → (H,W,3|6) float32 in [-1,1], background -1."""
+        x = np.asarray(dce, dtype=np.float64)
+        if rgb is not None:
+            x = np.concatenate([x, np.asarray(rgb, dtype=np.float64)], axis=-1)
+        r = self._ranges(x.shape[-1])
+        out = np.clip(2.0 * (x - r[:, 0]) / (r[:, 1] - r[:, 0]) - 1.0, -1.0, 1.0)
+        out[~np.asarray(mask, dtype=bool)] = -1.0
+        return out.astype(np.float32)
+
+    def denormalize(self, image) -> np.ndarray:
+        """Network units (…,C) → physical units (depth mm, curvature 1/mm, elevation rad, rgb)."""
+        x = np.asarray(image, dtype=np.float64)
+        r = self._ranges(x.shape[-1])
+        return (x + 1.0) / 2.0 * (r[:, 1] - r[:, 0]) + r[:, 0]
+
+    def denormalize_depth(self, img_depth) -> np.ndarray:
+        """Depth channel in network units → mm."""
+        lo, hi = self.depth_mm
+        return (np.asarray(img_depth, dtype=np.float64) + 1.0) / 2.0 * (hi - lo) + lo
+
+    def to_dict(self) -> dict:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DceNormalization":
+        unknown = set(d) - {"depth_mm", "curvature_per_mm", "elevation_rad", "rgb"}
+        if unknown:
+            raise ValueError(f"unknown DceNormalization keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) for k, v in d.items()})
