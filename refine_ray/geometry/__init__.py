@@ -9,6 +9,8 @@ from refine_ray.geometry.projection import (
 )
 from refine_ray.geometry.rasterize import rasterize, rasterize_visibility
 from refine_ray.geometry.surface import boundary_vertices, elevation, face_normals, mean_curvature, vertex_normals
+from refine_ray.geometry.meshes import depth_to_mesh, mesh_from_grid, mesh_to_ply_bytes
+from refine_ray.geometry.crop import crop_face, face_contour_polygon, median_filter_outliers
 from refine_ray.geometry.dce import (
     CURVATURE_RADIUS_MM,
     IBUG_ANCHOR,
@@ -25,6 +27,12 @@ __all__ = [
     "DceNormalization",
     "anchor_from_landmarks",
     "boundary_vertices",
+    "crop_face",
+    "depth_to_mesh",
+    "face_contour_polygon",
+    "median_filter_outliers",
+    "mesh_from_grid",
+    "mesh_to_ply_bytes",
     "elevation",
     "encode_dce",
     "face_normals",

@@ -1,0 +1,123 @@
+"""Face crop and outlier removal for raw ground-truth scans (paper §5.2).
+
+The crop keeps the vertices inside a sphere around the nose tip AND inside the face contour drawn by
+the landmarks, so the jaw line is followed per person instead of a sphere that is either too tight
+(loses the jaw) or too loose (keeps neck and ears).
+"""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.path import Path
+
+from refine_ray.geometry.projection import ScaledOrthographic
+
+JAW = tuple(range(0, 17))  # iBUG 0..16, right ear → chin → left ear (subject's view)
+BROWS = tuple(range(17, 27))
+
+
+def face_contour_polygon(landmarks_plane, close: str = "forehead", extent: float | None = None) -> np.ndarray:
+    """The face-contour polygon in plane coordinates (u, v) = (col, -row) from iBUG-68 landmarks.
+
+    The jaw line (0–16) is open at the top; it is closed either
+    - close="forehead" (default): by extending both jaw ends straight up (away from the chin) by
+      `extent` (default: the jaw width), so above the jaw ends only the sphere limits the crop and the
+      forehead is kept — the 3DMM covers it too;
+    - close="brows": through the eyebrow landmarks 26…17, which cuts the forehead off.
+    NaN landmarks are skipped; at least 3 jaw points are required.
+    """
+    lm = np.asarray(landmarks_plane, dtype=np.float64).reshape(-1, 2)
+    if len(lm) != 68:
+        raise ValueError(f"need 68 iBUG landmarks, got {len(lm)}")
+    jaw = lm[list(JAW)]
+    jaw = jaw[np.isfinite(jaw).all(axis=1)]
+    if len(jaw) < 3:
+        raise ValueError("face contour needs at least 3 of the jaw landmarks 0-16")
+    if close == "brows":
+        brows = lm[list(BROWS)][::-1]
+        brows = brows[np.isfinite(brows).all(axis=1)]
+        return np.vstack([jaw, brows])
+    if close != "forehead":
+        raise ValueError(f"close must be 'forehead' or 'brows', got {close!r}")
+    left, right = jaw[0], jaw[-1]
+    across = right - left
+    width = float(np.linalg.norm(across))
+    up = np.array([-across[1], across[0]]) / max(width, 1e-12)
+    lowest = jaw[np.argmax(np.abs((jaw - left) @ up))]  # the chin side of the jaw-end line
+    if (lowest - left) @ up > 0:
+        up = -up
+    ext = width if extent is None else float(extent)
+    return np.vstack([jaw, right + ext * up, left + ext * up])
+
+
+def crop_face(vertices, faces, nose_tip, radius_mm: float, contour_plane=None,
+              projection: ScaledOrthographic | None = None):
+    """Keep vertices within `radius_mm` of `nose_tip` and (if given) inside `contour_plane`.
+
+    contour_plane: (K,2) polygon in plane coordinates; `projection` maps the vertices there.
+    Faces survive when all three corners do. Returns (vertices, faces or None, kept_index).
+    """
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    keep = np.linalg.norm(v - np.asarray(nose_tip, dtype=np.float64).reshape(3), axis=1) <= radius_mm
+    if contour_plane is not None:
+        if projection is None:
+            raise ValueError("crop_face: a contour needs the projection of the vertices onto its plane")
+        poly = np.asarray(contour_plane, dtype=np.float64).reshape(-1, 2)
+        if len(poly) < 3 or not np.isfinite(poly).all():
+            raise ValueError("crop_face: the contour polygon needs at least 3 finite points")
+        inside = np.zeros(len(v), dtype=bool)
+        if keep.any():
+            inside[keep] = Path(poly).contains_points(projection.project(v[keep]))
+        keep &= inside
+    kept_index = np.flatnonzero(keep)
+    if faces is None:
+        return v[kept_index], None, kept_index
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    remap = np.full(len(v), -1, dtype=np.int64)
+    remap[kept_index] = np.arange(len(kept_index))
+    f = remap[f]
+    return v[kept_index], f[(f >= 0).all(axis=1)], kept_index
+
+
+def _neighbours(n, faces, max_degree=16):
+    """(n, max_degree) padded one-ring vertex indices (-1 = none)."""
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e = np.unique(np.concatenate([e, e[:, ::-1]]), axis=0)  # sorted by source vertex
+    start = np.searchsorted(e[:, 0], np.arange(n))
+    rank = np.arange(len(e)) - start[e[:, 0]]
+    sel = rank < max_degree
+    nb = np.full((n, max_degree), -1, dtype=np.int64)
+    nb[e[sel, 0], rank[sel]] = e[sel, 1]
+    return nb
+
+
+def median_filter_outliers(vertices, faces, threshold_mm: float | None = None, iterations: int = 2):
+    """Replace spike vertices by the median of their one-ring; leave every other vertex untouched.
+
+    A switching median filter: a vertex moves only when it lies farther than `threshold_mm` from the
+    coordinate-wise median of its neighbours, so fine detail (wrinkles, pores: sub-mm deviations)
+    is preserved exactly while scanner spikes are removed. threshold_mm None: 3 × the median edge
+    length (a boundary vertex sits ~½ an edge from its neighbours' median; a spike sits far more).
+    Returns (vertices (N,3), outlier (N,) bool = vertices that were replaced).
+    """
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3).copy()
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    outlier = np.zeros(len(v), dtype=bool)
+    if len(f) == 0:
+        return v, outlier
+    nb = _neighbours(len(v), f)
+    if threshold_mm is None:
+        edges = np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2)
+        threshold_mm = 3.0 * float(np.median(edges))
+    has = nb >= 0
+    for _ in range(max(1, int(iterations))):
+        pos = np.where(has[..., None], v[np.maximum(nb, 0)], np.nan)
+        counted = has.sum(axis=1) >= 3
+        med = np.full((len(v), 3), np.nan)
+        med[counted] = np.nanmedian(pos[counted], axis=1)
+        dev = np.linalg.norm(v - med, axis=1)
+        bad = counted & (dev > threshold_mm)
+        if not bad.any():
+            break
+        v[bad] = med[bad]
+        outlier |= bad
+    return v, outlier

@@ -1,0 +1,110 @@
+"""Triangle meshes from organized grids and depth images, and PLY export.
+
+Range scanners (FRGC .abs, Bosphorus .bnt) and refined depth images are organized grids: triangles
+join valid 4-neighbours, and a triangle is dropped when an edge is longer than `max_edge_mm`, so
+the mesh never bridges a depth jump (a nose occluding a cheek, hair over the forehead).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import trimesh
+
+from refine_ray.geometry.projection import ImageView
+
+# Default jump threshold, as a multiple of the median neighbour spacing: allows surfaces inclined
+# up to ~75° to the view, rejects the multi-mm jumps at occlusion boundaries.
+JUMP_FACTOR = 5.0
+
+
+def mesh_from_grid(grid, valid, max_edge_mm: float | None = None):
+    """Mesh an (H,W,3) point grid (mm) between valid neighbours.
+
+    Returns (vertices (N,3) = the valid grid points in row-major order, faces (F,3) oriented so the
+    surface faces +z (the scanner), grid_index (N,) = flat index r*W + c of each vertex).
+    max_edge_mm None: JUMP_FACTOR × the median spacing of horizontally/vertically adjacent points.
+    """
+    g = np.asarray(grid, dtype=np.float64)
+    if g.ndim != 3 or g.shape[2] != 3:
+        raise ValueError(f"grid must be (H, W, 3), got {g.shape}")
+    ok = np.asarray(valid, dtype=bool)
+    if ok.shape != g.shape[:2]:
+        raise ValueError(f"valid mask {ok.shape} does not match grid {g.shape[:2]}")
+    ok = ok & np.isfinite(g).all(axis=2)
+    h, w = ok.shape
+    grid_index = np.flatnonzero(ok)
+    vertices = g.reshape(-1, 3)[grid_index]
+    vid = np.full(h * w, -1, dtype=np.int64)
+    vid[grid_index] = np.arange(len(grid_index))
+    vid = vid.reshape(h, w)
+    if h < 2 or w < 2 or len(vertices) < 3:
+        return vertices, np.zeros((0, 3), dtype=np.int64), grid_index
+
+    a, b, c, d = vid[:-1, :-1].ravel(), vid[:-1, 1:].ravel(), vid[1:, :-1].ravel(), vid[1:, 1:].ravel()
+    va, vb, vc, vd = a >= 0, b >= 0, c >= 0, d >= 0
+    n_ok = va.astype(int) + vb + vc + vd
+    tris = []
+    full = n_ok == 4
+    if full.any():
+        ga, gb, gc, gd = (g.reshape(-1, 3)[grid_index[x[full]]] for x in (a, b, c, d))
+        ad_short = np.linalg.norm(ga - gd, axis=1) <= np.linalg.norm(gb - gc, axis=1)
+        fa, fb, fc, fd = a[full], b[full], c[full], d[full]
+        s, o = ad_short, ~ad_short
+        tris += [np.stack([fa[s], fc[s], fd[s]], 1), np.stack([fa[s], fd[s], fb[s]], 1),
+                 np.stack([fa[o], fc[o], fb[o]], 1), np.stack([fb[o], fc[o], fd[o]], 1)]
+    three = n_ok == 3
+    for missing, tri in ((~va, (b, c, d)), (~vb, (a, c, d)), (~vc, (a, d, b)), (~vd, (a, c, b))):
+        sel = three & missing
+        if sel.any():
+            tris.append(np.stack([t[sel] for t in tri], 1))
+    faces = np.concatenate(tris) if tris else np.zeros((0, 3), dtype=np.int64)
+
+    if max_edge_mm is None:
+        spacing = np.concatenate([
+            np.linalg.norm(g[:, 1:] - g[:, :-1], axis=2)[ok[:, 1:] & ok[:, :-1]],
+            np.linalg.norm(g[1:] - g[:-1], axis=2)[ok[1:] & ok[:-1]],
+        ])
+        max_edge_mm = JUMP_FACTOR * float(np.median(spacing)) if len(spacing) else np.inf
+    p = [vertices[faces[:, k]] for k in range(3)]
+    longest = np.max([np.linalg.norm(p[1] - p[0], axis=1), np.linalg.norm(p[2] - p[1], axis=1),
+                      np.linalg.norm(p[0] - p[2], axis=1)], axis=0)
+    faces = faces[longest <= max_edge_mm]
+    if len(faces):
+        p = [vertices[faces[:, k]] for k in range(3)]
+        if np.cross(p[1] - p[0], p[2] - p[0])[:, 2].sum() < 0:
+            faces = faces[:, ::-1]
+    return vertices, np.ascontiguousarray(faces), grid_index
+
+
+def depth_to_mesh(depth_mm, mask, view: ImageView, max_edge_mm: float | None = None):
+    """Back-project a depth image (mm, larger = closer) of `view` to a model-frame mesh.
+
+    One vertex per masked pixel, at the pixel centre; faces between valid neighbours, none across
+    depth jumps. Returns (vertices (N,3) mm in the model frame of `view`, faces (F,3)).
+    """
+    depth = np.asarray(depth_mm, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool)
+    if depth.shape != m.shape or depth.shape != (view.height, view.width):
+        raise ValueError(f"depth {depth.shape} and mask {m.shape} must both be the view size {(view.height, view.width)}")
+    rows, cols = np.mgrid[0:view.height, 0:view.width]
+    cam = view.from_image(cols + 0.5, rows + 0.5, depth).reshape(view.height, view.width, 3)
+    verts_cam, faces, _ = mesh_from_grid(cam, m & np.isfinite(depth), max_edge_mm)
+    return view.camera_to_model(verts_cam), faces
+
+
+def mesh_to_ply_bytes(vertices, faces, colors=None) -> bytes:
+    """Binary PLY with optional per-vertex colours ((N,3) floats in [0,1] or uint8)."""
+    kwargs = {}
+    if colors is not None:
+        col = np.asarray(colors)
+        if col.shape != (len(vertices), 3):
+            raise ValueError(f"colors must be ({len(vertices)}, 3), got {col.shape}")
+        if not np.issubdtype(col.dtype, np.integer):
+            col = np.round(np.clip(col, 0.0, 1.0) * 255.0)
+        kwargs["vertex_colors"] = col.astype(np.uint8)
+    mesh = trimesh.Trimesh(np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64),
+                           process=False, **kwargs)
+    buf = io.BytesIO()
+    mesh.export(buf, file_type="ply", encoding="binary")
+    return buf.getvalue()
