@@ -1,0 +1,202 @@
+"""Batch refinement on Ray Data: an actor pool (one model per actor) over work units, then one commit.
+
+Ray Data schedules the units (row groups of the input shards) onto a pool of long-lived actors, each
+holding one model (on one GPU when asked). Every actor streams its unit batch by batch and publishes
+the unit's outputs atomically under deterministic names (refine_ray.inference.units), so retried
+tasks and restarted actors cannot duplicate a sample and a re-run only does the missing units.
+The driver finally combines the small per-unit metrics and errors into metrics.parquet,
+errors.parquet and the report.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refine_ray import storage
+from refine_ray.inference.config import RefineConfig
+from refine_ray.inference.model import Predictor, depth_range_mm, load_model
+from refine_ray.inference.units import METRICS_SCHEMA, Unit, is_done, part_uri, plan_units, process_unit
+
+log = logging.getLogger(__name__)
+
+ERRORS_SCHEMA = pa.schema([("file", pa.string()), ("sample_id", pa.string()), ("stage", pa.string()),
+                           ("reason", pa.string())])
+
+
+@dataclass
+class RefineResult:
+    output: str
+    units_total: int
+    units_run: int
+    units_skipped: int
+    samples_refined: int
+    errors: int
+    report_dir: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class UnitRefiner:
+    """Ray Data callable class: one model per actor, loaded once; each call refines whole units."""
+
+    def __init__(self, checkpoint: str | Callable, device: str, precision: str, channels_last: bool,
+                 normalization: dict | None, output: str, batch_size: int, split: str | None,
+                 meshes: bool, kill_once_marker: str | None):
+        refiner = load_model(checkpoint)
+        self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
+        self.depth_range = depth_range_mm(normalization if normalization is not None
+                                          else getattr(refiner, "normalization", None))
+        self.output, self.batch_size, self.split = output, batch_size, split
+        self.kill_once_marker = kill_once_marker
+        self.mesh_writer = None
+        if meshes:
+            from refine_ray.inference.meshes import MeshWriter
+
+            self.mesh_writer = MeshWriter(storage.join(output, "meshes"), self.depth_range)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {"unit": [], "samples_in": [], "samples_refined": [], "errors": []}
+        for file, rg, name in zip(batch["file"], batch["row_group"], batch["name"]):
+            unit = Unit(str(file), int(rg), str(name))
+            marker = process_unit(unit, self.predictor, self.depth_range, self.output, self.batch_size,
+                                  split=self.split, mesh_writer=self.mesh_writer,
+                                  kill_once_marker=self.kill_once_marker)
+            out["unit"].append(unit.name)
+            out["samples_in"].append(marker["samples_in"])
+            out["samples_refined"].append(marker["samples_refined"])
+            out["errors"].append(len(marker["errors"]))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+
+def find_input_shards(input_uri: str, split: str | None) -> list[str]:
+    """Sample shards under `input_uri`: `<input>/<split>/` when it exists, else every *.parquet but
+    the errors table. A single .parquet file is accepted too."""
+    if str(input_uri).endswith(".parquet"):
+        return [str(input_uri)]
+    root = storage.join(input_uri, split) if split and storage.exists(storage.join(input_uri, split)) else input_uri
+    files = storage.list_files(root, suffixes=(".parquet",))
+    return [f for f in files if posixpath.basename(f.replace("\\", "/")) != "errors.parquet"]
+
+
+def _read_normalization(input_uri: str) -> dict | None:
+    from refine_ray.data.schema import read_manifest
+
+    try:
+        return read_manifest(input_uri).get("normalization")
+    except FileNotFoundError:
+        return None
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> RefineResult:
+    """Refine every sample under cfg.input into cfg.output; see the module docstring.
+
+    `model` overrides cfg.checkpoint with a URI or a factory returning a refiner (tests, benchmarks).
+    """
+    import ray
+
+    checkpoint = model if model is not None else cfg.checkpoint
+    if checkpoint is None or not cfg.input or not cfg.output:
+        raise ValueError("refine needs checkpoint, input and output (flags or config keys)")
+    storage.makedirs(cfg.output)
+
+    files = find_input_shards(cfg.input, cfg.split)
+    normalization = _read_normalization(cfg.input) if not str(cfg.input).endswith(".parquet") else None
+    if not files:
+        from refine_ray.inference.prepare import prepare_raw_input
+
+        prepared, normalization = prepare_raw_input(cfg.input, storage.join(cfg.output, "prepared"))
+        files = find_input_shards(prepared, None)
+        if not files:
+            raise FileNotFoundError(f"{cfg.input}: no Parquet shards and no scans to refine")
+    units, plan_errors = plan_units(files)
+    todo = units if cfg.overwrite else [u for u in units if not is_done(cfg.output, u.name)]
+    log.info("refine: %d units, %d to run, %d already done", len(units), len(todo), len(units) - len(todo))
+
+    if todo:
+        if not ray.is_initialized():
+            ray.init(runtime_env={"env_vars": storage.worker_env()})
+        ds = ray.data.from_items([u.to_row() for u in todo], override_num_blocks=len(todo))
+        ds = ds.map_batches(
+            UnitRefiner,
+            batch_size=1,
+            concurrency=min(cfg.num_actors, len(todo)),
+            num_cpus=cfg.cpus_per_actor,
+            num_gpus=1 if cfg.gpu else 0,
+            fn_constructor_kwargs=dict(
+                checkpoint=checkpoint, device="cuda" if cfg.gpu else "cpu", precision=cfg.precision,
+                channels_last=cfg.channels_last, normalization=normalization, output=cfg.output,
+                batch_size=cfg.batch_size, split=cfg.split, meshes=cfg.meshes,
+                kill_once_marker=cfg.fault_injection.kill_once_marker,
+            ),
+            # Ray Data restarts a dead actor and retries its unit (its defaults: max_restarts=-1,
+            # max_task_retries=-1); deterministic output names make the retry an overwrite.
+            runtime_env={"env_vars": storage.worker_env()},
+        )
+        for row in ds.iter_rows():
+            log.info("unit %s: %d refined, %d errors", row["unit"], row["samples_refined"], row["errors"])
+
+    return finalize(cfg, units, plan_errors, units_run=len(todo))
+
+
+def _remove_stale_temp_files(output: str) -> None:
+    """Temp files of actors killed mid-write (never published, ignored by readers): tidy them once all units ran."""
+    if storage.is_remote(output):
+        return  # remote outputs are staged in the worker's local temp dir, never in the bucket
+    import glob
+    import os
+
+    for sub in ("refined", "parts"):
+        for path in glob.glob(os.path.join(output, sub, ".tmp-*")):
+            os.unlink(path)
+
+
+def finalize(cfg: RefineConfig, units: list[Unit], plan_errors: list[dict], units_run: int) -> RefineResult:
+    """Combine the committed units into metrics.parquet / errors.parquet (+ the report)."""
+    _remove_stale_temp_files(cfg.output)
+    metric_tables, errors = [], list(plan_errors)
+    refined = 0
+    for u in units:
+        try:
+            marker = json.loads(storage.read_text(part_uri(cfg.output, u.name, "done.json")))
+        except FileNotFoundError:
+            errors.append({"file": u.file, "sample_id": "", "stage": "unit", "reason": f"unit {u.name} did not finish"})
+            continue
+        errors.extend(marker["errors"])
+        refined += marker["samples_refined"]
+        muri = part_uri(cfg.output, u.name, "metrics.parquet")
+        if storage.exists(muri):
+            fs, path = storage.arrow_filesystem(muri)
+            metric_tables.append(pq.read_table(path, filesystem=fs, schema=METRICS_SCHEMA))
+    table = pa.concat_tables(metric_tables) if metric_tables else METRICS_SCHEMA.empty_table()
+    table = table.sort_by("sample_id")
+    ids = table.column("sample_id").to_numpy(zero_copy_only=False)
+    uniq, counts = np.unique(ids, return_counts=True)
+    for sid in uniq[counts > 1]:
+        errors.append({"file": "", "sample_id": str(sid), "stage": "commit",
+                       "reason": "sample_id occurs in several input rows (input data has duplicates)"})
+    storage.atomic_write_bytes(storage.join(cfg.output, "metrics.parquet"), _parquet_bytes(table))
+    err_table = pa.Table.from_pylist([{k: str(e.get(k, "")) for k in ERRORS_SCHEMA.names} for e in errors],
+                                     schema=ERRORS_SCHEMA)
+    storage.atomic_write_bytes(storage.join(cfg.output, "errors.parquet"), _parquet_bytes(err_table))
+    result = RefineResult(cfg.output, len(units), units_run, len(units) - units_run, refined, len(errors))
+    if cfg.report.enabled:
+        from refine_ray.inference.report import write_report
+
+        report_dir = storage.join(cfg.output, "report")
+        result.summary = write_report(cfg.output, report_dir, title=cfg.report.title,
+                                      heatmap_max_mm=cfg.report.heatmap_max_mm)
+        result.report_dir = report_dir
+    return result

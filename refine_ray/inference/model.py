@@ -1,0 +1,99 @@
+"""The model side of refinement: load a refiner once per actor and turn input images into refined ones.
+
+Kept free of Ray so that the plain-PyTorch baseline of bench/refine.py and the Ray actor run the
+exact same code (the benchmark then measures Ray Data's overhead, nothing else).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def load_model(checkpoint: str | Callable[[], Any]) -> Any:
+    """A refiner from a checkpoint URI (training.checkpoints.load_refiner) or from a factory callable
+    (tests and benchmarks build small models without a training run)."""
+    if callable(checkpoint):
+        return checkpoint()
+    from refine_ray.training.checkpoints import load_refiner
+
+    return load_refiner(checkpoint)
+
+
+def _module(refiner: Any) -> torch.nn.Module | None:
+    if isinstance(refiner, torch.nn.Module):
+        return refiner
+    gen = getattr(refiner, "generator", None)
+    return gen if isinstance(gen, torch.nn.Module) else None
+
+
+class Predictor:
+    """Runs a refiner on (B, H, W, C) numpy batches in network units; returns (B, H, W, 3) refined DCE.
+
+    The refiner may work at a lower resolution r than the data (an early progressive stage); its
+    output is resized back to H×W so refined images stay aligned with the inputs and targets.
+    Off the input footprint (input_mask false) the output is background (-1): the refiner refines
+    the coarse surface, it does not invent face where there is none.
+    """
+
+    def __init__(self, refiner: Any, device: str = "cpu", precision: str = "fp32", channels_last: bool = False):
+        if precision == "bf16" and not str(device).startswith("cuda"):
+            raise ValueError("precision bf16 needs a GPU (device cuda); use fp32 on CPU")
+        self.refiner = refiner
+        self.device = torch.device(device)
+        self.autocast = precision == "bf16"
+        self.channels_last = channels_last
+        module = _module(refiner)
+        if module is not None:
+            module.to(self.device).eval()
+            if channels_last:
+                module.to(memory_format=torch.channels_last)
+        self.input_channels = int(getattr(refiner, "input_channels", 0)) or None
+
+    @torch.inference_mode()
+    def __call__(self, inputs: np.ndarray, input_mask: np.ndarray | None = None) -> np.ndarray:
+        if inputs.ndim != 4:
+            raise ValueError(f"expected (B, H, W, C) inputs, got shape {inputs.shape}")
+        if self.input_channels and inputs.shape[-1] != self.input_channels:
+            raise ValueError(
+                f"the model takes {self.input_channels} input channels, the data has {inputs.shape[-1]}"
+                " (DCE = 3, DCE+RGB = 6): refine with a model trained on this kind of input"
+            )
+        b, h, w, _ = inputs.shape
+        x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2)
+        x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            y = self.refiner(x)
+        y = y.float()
+        if y.ndim != 4 or y.shape[0] != b or y.shape[1] < 1:
+            raise ValueError(f"the refiner returned shape {tuple(y.shape)} for a batch of {b}")
+        if y.shape[-2:] != (h, w):
+            y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+        out = y.clamp_(-1.0, 1.0).permute(0, 2, 3, 1).cpu().numpy()
+        if input_mask is not None:
+            out = np.where(np.asarray(input_mask, bool)[..., None], out, np.float32(-1.0))
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def depth_range_mm(normalization: Any) -> tuple[float, float]:
+    """(lo, hi) mm of the fixed depth map `units = 2*(mm-lo)/(hi-lo) - 1` (DESIGN.md, manifest `normalization`)."""
+    if normalization is None:
+        raise ValueError("no channel normalization: the dataset manifest and the checkpoint both lack it")
+    if hasattr(normalization, "depth_mm"):
+        lo, hi = normalization.depth_mm
+    elif isinstance(normalization, dict) and "depth_mm" in normalization:
+        lo, hi = normalization["depth_mm"]
+    else:
+        raise ValueError(f"normalization has no depth_mm range: {normalization!r}")
+    lo, hi = float(lo), float(hi)
+    if not hi > lo:
+        raise ValueError(f"normalization depth_mm range must have hi > lo, got ({lo}, {hi})")
+    return lo, hi
+
+
+def depth_units_to_mm(depth_units: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
+    lo, hi = depth_range
+    return (np.asarray(depth_units, np.float64) + 1.0) * 0.5 * (hi - lo) + lo

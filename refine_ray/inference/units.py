@@ -1,0 +1,315 @@
+"""Work units of batch refinement and their exactly-once outputs.
+
+A unit is one row group of one input Parquet file. Its outputs have names derived only from the
+unit (never from a task, actor or run id) and are committed atomically, the marker last:
+
+    <out>/refined/<unit>.parquet         refined DCE images, joinable by sample_id
+    <out>/parts/<unit>.metrics.parquet   per-sample metrics
+    <out>/parts/<unit>.done.json         commit marker: counts and the unit's errors
+
+A retried task or restarted actor rewrites the same names (an overwrite, not a duplicate), and a
+re-run skips units whose marker exists — so every input sample ends up exactly once in the outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from refine_ray import storage
+from refine_ray.data.schema import decode_images
+from refine_ray.inference import metrics as M
+from refine_ray.inference.model import Predictor, depth_units_to_mm
+
+PARTS = "parts"
+
+METRICS_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("dataset", pa.string()),
+        ("subject_id", pa.string()),
+        ("split", pa.string()),
+        ("pose", pa.int32()),
+        ("has_target", pa.bool_()),
+        ("n_pixels", pa.int64()),
+        ("mae_norm_coarse", pa.float64()),
+        ("mae_norm_refined", pa.float64()),
+        ("mae_mm_coarse", pa.float64()),
+        ("mae_mm_refined", pa.float64()),
+        ("normal_deg_coarse", pa.float64()),
+        ("normal_deg_refined", pa.float64()),
+        ("detail_energy_err_coarse", pa.float64()),
+        ("detail_energy_err_refined", pa.float64()),
+        ("input_file", pa.string()),
+        ("unit", pa.string()),
+    ]
+)
+
+# Metadata carried from the input rows into the refined shard (those present in the input are kept).
+CARRIED = ("sample_id", "dataset", "subject_id", "scan_id", "expression", "pose", "split", "height", "width",
+           "scale_px_per_mm", "rotation", "translation_px", "anchor_input", "source_uri")
+
+
+@dataclass(frozen=True)
+class Unit:
+    file: str
+    row_group: int
+    name: str
+
+    def to_row(self) -> dict[str, Any]:
+        return {"file": self.file, "row_group": self.row_group, "name": self.name}
+
+
+def unit_name(file_uri: str, row_group: int) -> str:
+    """Deterministic, file-system-safe name: readable stem + hash of the full URI (no collisions across folders)."""
+    stem = storage.safe_name(posixpath.basename(str(file_uri)).rsplit(".parquet", 1)[0] or "part")
+    digest = hashlib.sha1(str(file_uri).encode("utf-8")).hexdigest()[:10]
+    return f"{stem}-{digest}-rg{int(row_group):05d}"
+
+
+def plan_units(files: list[str]) -> tuple[list[Unit], list[dict[str, str]]]:
+    """Units of every input file (one per row group) and an error row for each unreadable file."""
+    units: list[Unit] = []
+    errors: list[dict[str, str]] = []
+    for uri in files:
+        try:
+            fs, path = storage.arrow_filesystem(uri)
+            with fs.open_input_file(path) as f:
+                n = pq.ParquetFile(f).metadata.num_row_groups
+        except Exception as exc:  # a bad file is an error row, never a crash of the job
+            errors.append({"file": uri, "sample_id": "", "stage": "read", "reason": f"not a readable Parquet file: {exc}"})
+            continue
+        units.extend(Unit(uri, k, unit_name(uri, k)) for k in range(n))
+    return units, errors
+
+
+REFINED = "refined"
+
+
+def part_uri(output: str, unit: str, kind: str) -> str:
+    if kind == "refined.parquet":
+        return storage.join(output, REFINED, f"{unit}.parquet")
+    return storage.join(output, PARTS, f"{unit}.{kind}")
+
+
+def is_done(output: str, unit: str) -> bool:
+    return storage.exists(part_uri(output, unit, "done.json"))
+
+
+class AtomicParquetWriter:
+    """Stream row batches into a local temp file, then publish it in one step (rename or one upload),
+    so a reader never sees a partial shard and memory stays bounded by one batch."""
+
+    def __init__(self, uri: str, schema: pa.Schema):
+        self.uri = uri
+        folder = None if storage.is_remote(uri) else os.path.dirname(os.path.abspath(uri))
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=folder)
+        os.close(fd)
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+
+    def commit(self) -> None:
+        self.writer.close()
+        try:
+            if storage.is_remote(self.uri):
+                fs, path = storage.filesystem(self.uri)
+                fs.put_file(self.tmp, path)
+            else:
+                os.replace(self.tmp, self.uri)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+def _refined_schema(input_schema: pa.Schema) -> pa.Schema:
+    fields = [input_schema.field(n) for n in CARRIED if n in input_schema.names]
+    fields += [pa.field("refined", pa.binary()), pa.field("refined_mask", pa.binary()),
+               pa.field("model_resolution", pa.int32())]
+    return pa.schema(fields)
+
+
+def _sample_metrics(coarse_u: np.ndarray, refined_u: np.ndarray, target_u: np.ndarray, in_mask: np.ndarray,
+                    tgt_mask: np.ndarray, depth_range: tuple[float, float], scale: float) -> dict[str, Any]:
+    """Coarse and refined errors of one sample against its ground truth (DESIGN.md, Metrics)."""
+    both = in_mask & tgt_mask
+    out: dict[str, Any] = {"has_target": bool(tgt_mask.any()), "n_pixels": int(both.sum())}
+    if not out["has_target"]:
+        for k in ("mae_norm", "mae_mm", "normal_deg", "detail_energy_err"):
+            out[f"{k}_coarse"] = out[f"{k}_refined"] = float("nan")
+        return out
+    t_mm = depth_units_to_mm(target_u[..., 0], depth_range)
+    for tag, img in (("coarse", coarse_u), ("refined", refined_u)):
+        d = img[..., 0]
+        d_mm = depth_units_to_mm(d, depth_range)
+        out[f"mae_norm_{tag}"] = M.mae_norm(d, target_u[..., 0], in_mask, tgt_mask)
+        out[f"mae_mm_{tag}"] = M.mae_mm(d_mm, t_mm, both)
+        out[f"normal_deg_{tag}"] = M.normal_angle_error_deg(d_mm, t_mm, both, scale)
+        out[f"detail_energy_err_{tag}"] = M.detail_energy_error(d_mm, t_mm, both)
+    return out
+
+
+def _rows_one_by_one(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
+    for i in range(table.num_rows):
+        yield i, table.slice(i, 1)
+
+
+def _decode_checked(table: pa.Table, file: str, errors: list[dict[str, str]]) -> tuple[pa.Table, dict[str, np.ndarray]] | None:
+    """Decode a batch; when it fails, find the bad rows one by one, record them, and keep the good ones."""
+    has_target = "target" in table.column_names
+    work = table if has_target else _with_empty_target(table)
+    try:
+        return table, decode_images(work)
+    except Exception:
+        good = []
+        for i, row in _rows_one_by_one(work):
+            try:
+                decode_images(row)
+                good.append(i)
+            except Exception as exc:
+                sid = table.column("sample_id")[i].as_py() if "sample_id" in table.column_names else ""
+                errors.append({"file": file, "sample_id": sid or "", "stage": "decode", "reason": str(exc)})
+        if not good:
+            return None
+        idx = pa.array(good)
+        table = table.take(idx)
+        return table, decode_images(work.take(idx))
+
+
+def _with_empty_target(table: pa.Table) -> pa.Table:
+    """Inputs without ground truth (refinement only): an all-background target so decoding is uniform."""
+    h = table.column("height").to_numpy()
+    w = table.column("width").to_numpy()
+    tgt = [(-np.ones((int(a), int(b), 3), "<f4")).tobytes() for a, b in zip(h, w)]
+    msk = [np.zeros((int(a), int(b)), "u1").tobytes() for a, b in zip(h, w)]
+    if "target" not in table.column_names:
+        table = table.append_column("target", pa.array(tgt, pa.binary()))
+    if "target_mask" not in table.column_names:
+        table = table.append_column("target_mask", pa.array(msk, pa.binary()))
+    return table
+
+
+def process_unit(
+    unit: Unit,
+    predictor: Predictor,
+    depth_range: tuple[float, float],
+    output: str,
+    batch_size: int,
+    split: str | None = None,
+    mesh_writer: Any = None,
+    kill_once_marker: str | None = None,
+) -> dict[str, Any]:
+    """Refine every sample of one unit, write its shards, commit its marker; return the marker's content."""
+    errors: list[dict[str, str]] = []
+    refined_w = metrics_w = None
+    n_in = n_out = 0
+    model_res = 0
+    try:
+        fs, path = storage.arrow_filesystem(unit.file)
+        with fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            missing = [c for c in ("sample_id", "input", "input_mask", "height", "width", "input_channels")
+                       if c not in pf.schema_arrow.names]
+            if missing:
+                raise ValueError(f"lacks required columns {missing}")
+            refined_w = AtomicParquetWriter(part_uri(output, unit.name, "refined.parquet"), _refined_schema(pf.schema_arrow))
+            metrics_w = AtomicParquetWriter(part_uri(output, unit.name, "metrics.parquet"), METRICS_SCHEMA)
+            for rb in pf.iter_batches(batch_size=batch_size, row_groups=[unit.row_group]):
+                table = pa.Table.from_batches([rb])
+                if split is not None and "split" in table.column_names:
+                    table = table.filter(pa.compute.equal(table.column("split"), split))
+                n_in += table.num_rows
+                if table.num_rows == 0:
+                    continue
+                decoded = _decode_checked(table, unit.file, errors)
+                if decoded is None:
+                    continue
+                table, imgs = decoded
+                try:
+                    refined = predictor(imgs["input"], imgs["input_mask"])
+                except Exception as exc:
+                    for sid in table.column("sample_id").to_pylist():
+                        errors.append({"file": unit.file, "sample_id": sid, "stage": "model", "reason": str(exc)})
+                    continue
+                if kill_once_marker and not os.path.exists(kill_once_marker):
+                    open(kill_once_marker, "w").close()
+                    os._exit(1)  # fault injection: die mid-unit, before anything is committed
+                model_res = max(model_res, int(getattr(predictor.refiner, "resolution", 0) or refined.shape[1]))
+                rows_m, refined_bytes, mask_bytes = [], [], []
+                scales = (table.column("scale_px_per_mm").to_pylist() if "scale_px_per_mm" in table.column_names
+                          else [1.0] * table.num_rows)
+                for i in range(table.num_rows):
+                    sm = _sample_metrics(imgs["input"][i, ..., :3], refined[i], imgs["target"][i], imgs["input_mask"][i],
+                                         imgs["target_mask"][i], depth_range, float(scales[i]))
+                    rows_m.append(sm)
+                    refined_bytes.append(refined[i].astype("<f4").tobytes())
+                    mask_bytes.append(imgs["input_mask"][i].astype("u1").tobytes())
+                    if mesh_writer is not None:
+                        try:
+                            mesh_writer(table.slice(i, 1), refined[i], imgs)
+                        except Exception as exc:
+                            errors.append({"file": unit.file, "sample_id": table.column("sample_id")[i].as_py(),
+                                           "stage": "mesh", "reason": str(exc)})
+                carried = table.select([n for n in CARRIED if n in table.column_names])
+                carried = carried.append_column("refined", pa.array(refined_bytes, pa.binary()))
+                carried = carried.append_column("refined_mask", pa.array(mask_bytes, pa.binary()))
+                carried = carried.append_column("model_resolution", pa.array([model_res] * table.num_rows, pa.int32()))
+                refined_w.write(carried.cast(refined_w.writer.schema))
+                metrics_w.write(_metrics_table(table, rows_m, unit))
+                n_out += table.num_rows
+    except (ValueError, KeyError, pa.ArrowException) as exc:
+        # Bad data: recorded, and the unit counts as done (a re-run would fail the same way).
+        errors.append({"file": unit.file, "sample_id": "", "stage": "unit", "reason": f"{type(exc).__name__}: {exc}"})
+    except BaseException:
+        # Anything else (storage outage, out of memory, ...) may be transient: publish nothing, let Ray retry.
+        for w in (refined_w, metrics_w):
+            if w is not None:
+                w.writer.close()
+                w.discard()
+        raise
+    for w in (refined_w, metrics_w):
+        if w is not None:
+            w.commit()
+    marker = {"unit": unit.name, "file": unit.file, "row_group": unit.row_group, "samples_in": n_in,
+              "samples_refined": n_out, "depth_range_mm": list(depth_range), "errors": errors}
+    storage.atomic_write_text(part_uri(output, unit.name, "done.json"), json.dumps(marker, indent=1))
+    return marker
+
+
+def _metrics_table(table: pa.Table, rows: list[dict[str, Any]], unit: Unit) -> pa.Table:
+    n = table.num_rows
+
+    def col(name: str, default: Any = None) -> list:
+        return table.column(name).to_pylist() if name in table.column_names else [default] * n
+
+    data = {
+        "sample_id": col("sample_id"),
+        "dataset": col("dataset", ""),
+        "subject_id": col("subject_id", ""),
+        "split": col("split", ""),
+        "pose": col("pose", 0),
+    }
+    for field in METRICS_SCHEMA:
+        if field.name in data:
+            continue
+        if field.name == "input_file":
+            data["input_file"] = [unit.file] * n
+        elif field.name == "unit":
+            data["unit"] = [unit.name] * n
+        else:
+            data[field.name] = [r[field.name] for r in rows]
+    return pa.Table.from_pydict(data, schema=METRICS_SCHEMA)

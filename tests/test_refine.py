@@ -1,0 +1,143 @@
+"""Batch refinement on Ray Data: numbers against independent truth, exactly-once, re-runs, no target, errors."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from refine_ray import storage
+from refine_ray.inference.batch import run_refine
+from refine_ray.inference.config import RefineConfig
+
+import test_refine_support as rf
+
+rf.register_by_value()
+
+
+def _cfg(inp, out, **kw):
+    return RefineConfig(input=str(inp), output=str(out), batch_size=2, num_actors=1, cpus_per_actor=0.5, **kw)
+
+
+def _refined_by_id(out):
+    table = rf.read_parquet(storage.join(out, "refined"))
+    return table
+
+
+def test_refine_numbers_agree_with_independent_metrics(tmp_path, ray_session):
+    truth = rf.write_dataset(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    result = run_refine(_cfg(tmp_path / "data", out, split="test"), model=rf.shift_refiner)
+    assert result.samples_refined == len(truth) and result.errors == 0
+    m = rf.read_parquet(str(out / "metrics.parquet")).to_pylist()
+    assert sorted(r["sample_id"] for r in m) == sorted(truth)
+    for r in m:
+        exp = rf.expected_metrics(truth[r["sample_id"]])
+        for k, v in exp.items():
+            assert r[k] == pytest.approx(v, rel=1e-5), (r["sample_id"], k)
+    # refined images: the coarse depth + shift on the input footprint, background elsewhere
+    refined = _refined_by_id(str(out))
+    for row in refined.to_pylist():
+        s = truth[row["sample_id"]]
+        img = np.frombuffer(row["refined"], "<f4").reshape(16, 16, 3)
+        want = np.where(s["input_mask"], np.clip(s["coarse"][..., 0] + rf.DEPTH_SHIFT, -1, 1), -1)
+        np.testing.assert_allclose(img[..., 0], want, atol=1e-6)
+    # the report's table numbers are the mean ± std of the independent per-sample values
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    exp_all = [rf.expected_metrics(s) for s in truth.values()]
+    for key in ("mae_norm", "mae_mm"):
+        for model in ("coarse", "refined"):
+            vals = np.array([e[f"{key}_{model}"] for e in exp_all])
+            stat = summary["datasets"]["frgc"][model][key]
+            assert stat["mean"] == pytest.approx(vals.mean(), rel=1e-5)
+            assert stat["std"] == pytest.approx(vals.std(), rel=1e-5)
+            assert stat["n"] == len(truth)
+    md = (out / "report" / "report.md").read_text()
+    mean_c = np.mean([e["mae_norm_coarse"] for e in exp_all])
+    assert f"{mean_c:.3f}" in md and "Coarse" in md
+    for name in ("report.html", "heatmaps.png", "improvement_hist.png"):
+        assert (out / "report" / name).stat().st_size > 0
+    assert set(summary["heatmap_samples"]) == {"best", "median", "worst"}
+
+
+def test_exactly_once_when_an_actor_is_killed_and_after_a_crash(tmp_path, ray_session):
+    truth = rf.write_dataset(str(tmp_path / "data"), n_files=2, per_file=4, rows_per_group=2, seed=3)
+    out = tmp_path / "out"
+    marker = tmp_path / "killed-once"
+    cfg = _cfg(tmp_path / "data", out, fault_injection={"kill_once_marker": str(marker)})
+    cfg.report.enabled = False
+    result = run_refine(cfg, model=rf.shift_refiner)
+    assert marker.exists(), "the fault injection did not fire: the test proves nothing"
+    ids = rf.read_parquet(str(out / "metrics.parquet")).column("sample_id").to_pylist()
+    assert sorted(ids) == sorted(truth)  # each sample exactly once
+    refined_ids = _refined_by_id(str(out)).column("sample_id").to_pylist()
+    assert sorted(refined_ids) == sorted(truth)
+    assert result.units_total == 4 and result.errors == 0
+    # a crash lost one unit's outputs: the re-run does only that unit and the outputs are whole again
+    parts = sorted(p for p in os.listdir(out / "parts") if p.endswith(".done.json"))
+    lost = parts[1].removesuffix(".done.json")
+    os.unlink(out / "parts" / f"{lost}.done.json")
+    os.unlink(out / "refined" / f"{lost}.parquet")
+    before = {p: (out / "refined" / p).stat().st_mtime_ns for p in os.listdir(out / "refined")}
+    again = run_refine(cfg, model=rf.shift_refiner)
+    assert (again.units_run, again.units_skipped) == (1, 3)
+    for p, t in before.items():
+        assert (out / "refined" / p).stat().st_mtime_ns == t  # finished work was not redone
+    assert sorted(_refined_by_id(str(out)).column("sample_id").to_pylist()) == sorted(truth)
+    assert sorted(rf.read_parquet(str(out / "metrics.parquet")).column("sample_id").to_pylist()) == sorted(truth)
+    assert not [p for p in os.listdir(out / "refined") if p.startswith(".tmp-")]
+
+
+def test_no_target_mode_refines_without_metrics(tmp_path, ray_session):
+    truth = rf.write_dataset(str(tmp_path / "data"), n_files=1, per_file=3, with_target=False, seed=5)
+    out = tmp_path / "out"
+    result = run_refine(_cfg(tmp_path / "data", out), model=rf.shift_refiner)
+    assert result.samples_refined == 3 and result.errors == 0
+    m = rf.read_parquet(str(out / "metrics.parquet"))
+    assert not any(m.column("has_target").to_pylist())
+    assert all(np.isnan(v) for v in m.column("mae_mm_refined").to_pylist())
+    assert sorted(_refined_by_id(str(out)).column("sample_id").to_pylist()) == sorted(truth)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["datasets"]["frgc"]["samples_with_target"] == 0
+    assert "heatmaps" not in summary["figures"]
+
+
+def test_bad_inputs_become_error_rows(tmp_path, ray_session):
+    truth = rf.write_dataset(str(tmp_path / "data"), n_files=1, per_file=3, seed=7)
+    (tmp_path / "data" / "test" / "broken.parquet").write_bytes(b"this is not parquet")
+    # a row whose input bytes are truncated
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tmp_path / "data" / "test" / "part-0000.parquet")
+    inputs = t.column("input").to_pylist()
+    inputs[1] = inputs[1][:100]
+    t = t.set_column(t.column_names.index("input"), "input", pa.array(inputs, pa.binary()))
+    pq.write_table(t, tmp_path / "data" / "test" / "part-0000.parquet")
+    out = tmp_path / "out"
+    result = run_refine(_cfg(tmp_path / "data", out), model=rf.shift_refiner)
+    errs = rf.read_parquet(str(out / "errors.parquet")).to_pylist()
+    bad_id = t.column("sample_id")[1].as_py()
+    assert {(os.path.basename(e["file"]), e["sample_id"], e["stage"]) for e in errs} == {
+        ("broken.parquet", "", "read"), ("part-0000.parquet", bad_id, "decode")}
+    assert result.samples_refined == 2
+    assert sorted(rf.read_parquet(str(out / "metrics.parquet")).column("sample_id").to_pylist()) == sorted(
+        set(truth) - {bad_id})
+    html = (out / "report" / "report.html").read_text()
+    assert "broken.parquet" in html and bad_id in html
+
+
+def test_end_to_end_on_s3(s3_bucket, ray_session):
+    data, out = f"{s3_bucket}/prep", f"{s3_bucket}/refined-run"
+    truth = rf.write_dataset(data, n_files=1, per_file=4, seed=11)
+    result = run_refine(_cfg(data, out, split="test"), model=rf.shift_refiner)
+    assert result.samples_refined == 4
+    m = rf.read_parquet(storage.join(out, "metrics.parquet")).to_pylist()
+    for r in m:
+        exp = rf.expected_metrics(truth[r["sample_id"]])
+        assert r["mae_mm_refined"] == pytest.approx(exp["mae_mm_refined"], rel=1e-5)
+    summary = json.loads(storage.read_text(storage.join(out, "report", "summary.json")))
+    assert summary["samples_refined"] == 4
+    for name in ("report.md", "report.html", "heatmaps.png"):
+        assert storage.exists(storage.join(out, "report", name))

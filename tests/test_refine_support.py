@@ -1,0 +1,117 @@
+"""Helpers (no tests) for the refinement tests: shards written with the schema's own writer from known arrays,
+and tiny refiners whose output is known in closed form (so expected metrics are computed independently)."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from refine_ray import storage
+from refine_ray.data.schema import build_row, rows_to_table, write_manifest
+
+NORMALIZATION = {"depth_mm": [-100.0, 50.0], "curvature_per_mm": [-0.3, 0.3],
+                 "elevation_rad": [0.0, float(np.pi / 2)], "rgb": [0.0, 1.0]}
+DEPTH_SHIFT = 0.05  # what ShiftRefiner adds to the depth channel (network units)
+
+
+class ShiftRefiner(torch.nn.Module):
+    """Returns the coarse D,C,E with the depth raised by DEPTH_SHIFT — a refiner with a known output."""
+
+    input_channels = 3
+    resolution = 16
+    normalization = NORMALIZATION
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))  # a real parameter, so .to(device) has work to do
+
+    def forward(self, x):
+        y = x[:, :3] * self.scale
+        return torch.cat([y[:, :1] + DEPTH_SHIFT, y[:, 1:]], dim=1)
+
+
+def shift_refiner() -> ShiftRefiner:
+    return ShiftRefiner()
+
+
+def make_images(rng: np.random.Generator, h: int, w: int):
+    rows, cols = np.mgrid[0:h, 0:w]
+    r2 = ((rows - h / 2 + 0.5) ** 2 + (cols - w / 2 + 0.5) ** 2) / (h / 2) ** 2
+    target_mask = r2 < 0.8
+    input_mask = r2 < rng.uniform(0.5, 0.9)
+    depth_t = np.where(target_mask, 0.3 - 0.4 * r2 + 0.02 * rng.standard_normal((h, w)), -1.0)
+    depth_c = np.where(input_mask, 0.3 - 0.4 * r2 + rng.uniform(-0.1, 0.1), -1.0)
+    other = np.where(target_mask[..., None], rng.uniform(-0.5, 0.5, (h, w, 2)), -1.0)
+    target = np.concatenate([depth_t[..., None], other], -1).astype(np.float32)
+    coarse = np.concatenate([depth_c[..., None], np.where(input_mask[..., None], other, -1.0)], -1).astype(np.float32)
+    return coarse, target, input_mask, target_mask
+
+
+def write_dataset(root: str, n_files: int = 2, per_file: int = 5, rows_per_group: int = 3, h: int = 16,
+                  w: int = 16, seed: int = 0, with_target: bool = True, dataset: str = "frgc") -> dict[str, dict]:
+    """Shards <root>/test/part-XXXX.parquet (+ manifest); returns the arrays of every sample by sample_id."""
+    rng = np.random.default_rng(seed)
+    truth: dict[str, dict] = {}
+    k = 0
+    for f in range(n_files):
+        rows = []
+        for _ in range(per_file):
+            coarse, target, im, tm = make_images(rng, h, w)
+            row = build_row(
+                dataset=dataset, subject_id=f"s{k // 2:03d}", scan_id=f"scan{k:04d}", expression=None, pose=0,
+                yaw=0.0, pitch=0.0, roll=0.0, split="test", input_image=coarse, target_image=target,
+                input_mask=im, target_mask=tm, scale_px_per_mm=1.2, rotation=np.eye(3), translation_px=(0, 0),
+                anchor_input=np.zeros(3), anchor_target=np.zeros(3), landmarks_2d=np.zeros(136),
+                landmarks_image=np.zeros(136), source_uri=f"synthetic://{k}",
+            )
+            truth[row["sample_id"]] = {"coarse": coarse, "target": target, "input_mask": im, "target_mask": tm}
+            rows.append(row)
+            k += 1
+        table = rows_to_table(rows)
+        if not with_target:
+            table = table.drop_columns(["target", "target_mask", "target_rgb"])
+        buf = io.BytesIO()
+        pq.write_table(table, buf, row_group_size=rows_per_group)
+        storage.atomic_write_bytes(storage.join(root, "test", f"part-{f:04d}.parquet"), buf.getvalue())
+    write_manifest(root, {"image_size": [h, w], "scale_px_per_mm": 1.2, "normalization": NORMALIZATION,
+                          "input_channels": ["depth", "curvature", "elevation"], "counts": {"test": k},
+                          "config": {}, "inputs": []})
+    return truth
+
+
+def expected_metrics(s: dict) -> dict[str, float]:
+    """mae_norm / mae_mm of coarse and of ShiftRefiner's output, written out from the definitions."""
+    lo, hi = NORMALIZATION["depth_mm"]
+    im, tm = s["input_mask"], s["target_mask"]
+    refined = np.where(im, np.clip(s["coarse"][..., 0] + DEPTH_SHIFT, -1, 1), -1.0)
+    out = {}
+    for tag, d in (("coarse", s["coarse"][..., 0]), ("refined", refined)):
+        p01 = np.where(im, (d + 1) / 2, 0.0)
+        t01 = np.where(tm, (s["target"][..., 0] + 1) / 2, 0.0)
+        sup = (p01 != 0) | (t01 != 0)
+        out[f"mae_norm_{tag}"] = float(np.abs(p01 - t01)[sup].sum() / sup.sum())
+        both = im & tm
+        mm = lambda u: (u + 1) / 2 * (hi - lo) + lo  # noqa: E731
+        out[f"mae_mm_{tag}"] = float(np.abs(mm(d) - mm(s["target"][..., 0]))[both].mean())
+    return out
+
+
+def read_parquet(uri: str) -> pa.Table:
+    fs, path = storage.arrow_filesystem(uri)
+    return pq.read_table(path, filesystem=fs)
+
+
+def register_by_value():
+    """Ray workers cannot import the tests folder: ship this module's functions by value."""
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
