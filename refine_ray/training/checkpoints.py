@@ -1,0 +1,158 @@
+"""Training checkpoints: what they hold, where they live in a run directory, how to load them safely.
+
+Run directory layout (`<storage>/<name>/`):
+  checkpoints/stage-<s>-<r>x<r>.pt   end of every stage, never deleted
+  checkpoints/latest.pt              the newest checkpoint (periodic or stage end), overwritten atomically
+Everything inside is tensors and primitive types so `torch.load(weights_only=True)` reads it.
+"""
+from __future__ import annotations
+
+import io
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from refine_ray import storage
+
+FORMAT = "refine-ray-train/1"
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest.pt"
+_STAGE_RE = re.compile(r"stage-(\d+)-(\d+)x\d+\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def stage_checkpoint_name(stage: int, resolution: int) -> str:
+    return f"stage-{stage}-{resolution}x{resolution}.pt"
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return storage.join(run_dir, CHECKPOINT_DIR)
+
+
+def save_checkpoint(uri: str, state: dict[str, Any]) -> None:
+    """Serialize to bytes, then one atomic write (no half-written checkpoint is ever visible)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    storage.atomic_write_bytes(uri, buf.getvalue())
+
+
+def load_checkpoint(uri: str) -> dict[str, Any]:
+    """Load with weights_only=True (no pickled code runs); a clear error names a bad file."""
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{uri}: checkpoint not found") from exc
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise CheckpointError(f"{uri}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{uri}: not a refine-ray training checkpoint (format {FORMAT} expected)")
+    return state
+
+
+def stage_checkpoints(run_dir: str) -> list[tuple[int, str]]:
+    """(stage, uri) of the stage-end checkpoints of a run, in stage order."""
+    folder = checkpoint_dir(run_dir)
+    if not storage.exists(folder):
+        return []
+    found = []
+    for uri in storage.list_files(folder, suffixes=[".pt"], recursive=False):
+        m = _STAGE_RE.search(posixpath.basename(uri.replace("\\", "/")))
+        if m:
+            found.append((int(m.group(1)), uri))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    uri = storage.join(checkpoint_dir(run_dir), LATEST)
+    return uri if storage.exists(uri) else None
+
+
+def resolve_checkpoint(uri: str) -> str:
+    """A checkpoint file, a run dir (→ its last stage checkpoint) or a checkpoints/ folder."""
+    uri = str(uri).rstrip("/")
+    if uri.endswith(".pt"):
+        return uri
+    for run_dir in (uri, posixpath.dirname(uri) if uri.endswith(CHECKPOINT_DIR) else None):
+        if run_dir and stage_checkpoints(run_dir):
+            return stage_checkpoints(run_dir)[-1][1]
+    raise CheckpointError(f"{uri}: no stage checkpoint found (expected a .pt file or a run directory)")
+
+
+def build_networks(config: dict[str, Any]):
+    """(generator, critic) for a TrainConfig dict, freshly initialised."""
+    from refine_ray.nn.pix2pix import PatchDiscriminator, UnetGenerator
+    from refine_ray.nn.progressive import ProgressiveCritic, ProgressiveGenerator
+    from refine_ray.training.config import ModelConfig
+
+    m = ModelConfig.model_validate(config["model"])
+    ch = m.channels
+    if m.kind == "pix2pix":
+        return (UnetGenerator(ch.generator_in, 3, m.max_resolution, ngf=m.pix2pix_ngf),
+                PatchDiscriminator(ch.critic_in, ndf=m.pix2pix_ngf))
+    return (ProgressiveGenerator(ch.generator_in, 3, m.max_resolution, m.max_channels, m.equalized_lr),
+            ProgressiveCritic(ch.critic_in, m.max_resolution, m.max_channels, m.equalized_lr))
+
+
+@dataclass
+class Refiner:
+    """A trained generator ready for inference: `refiner(batch (B,C,H,W) in [-1,1]) -> (B,3,r,r)`.
+
+    `batch` holds the dataset's input channels (D,C,E[,R,G,B]); the refiner picks the ones its
+    generator was trained on and mean-pools an image larger than `resolution` down to it.
+    `input_channels` is the number of dataset channels it needs (1 for D, 3 for DCE, 6 for DCE+RGB).
+    """
+
+    generator: torch.nn.Module
+    resolution: int
+    stage: int
+    input_channels: int
+    generator_channels: tuple[int, ...]
+    config: dict[str, Any]
+    normalization: dict[str, Any] | None
+    code_version: str
+    source: str
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.ndim != 4 or batch.shape[1] < self.input_channels:
+            raise ValueError(f"{self.source}: refiner needs (B, >={self.input_channels}, H, W), got {tuple(batch.shape)}")
+        x = batch[:, list(self.generator_channels)].float()
+        h = x.shape[-1]
+        if h != self.resolution:
+            if h % self.resolution:
+                raise ValueError(f"{self.source}: image side {h} is not a multiple of the model's {self.resolution}")
+            x = F.avg_pool2d(x, h // self.resolution)
+        p = next(self.generator.parameters())
+        return self.generator(x.to(p.device), self.stage, 1.0)
+
+    def to(self, device) -> "Refiner":
+        self.generator.to(device)
+        return self
+
+
+def load_refiner(uri: str, device: str | torch.device = "cpu") -> Refiner:
+    """The EMA generator of a stage checkpoint (or of a run directory's last stage), in eval mode."""
+    path = resolve_checkpoint(uri)
+    state = load_checkpoint(path)
+    generator, _ = build_networks(state["config"])
+    try:
+        generator.load_state_dict(state["ema"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: generator weights do not match its config: {exc}") from exc
+    from refine_ray.training.config import ModelConfig
+
+    ch = ModelConfig.model_validate(state["config"]["model"]).channels
+    generator.eval().to(device)
+    return Refiner(generator=generator, resolution=int(state["resolution"]), stage=int(state["stage"]),
+                   input_channels=ch.required_input_channels(), generator_channels=ch.generator_channels,
+                   config=state["config"], normalization=state.get("normalization"),
+                   code_version=str(state.get("code_version", "")), source=path)

@@ -1,0 +1,96 @@
+"""Typed training configuration (configs/train/*.yaml). Every CLI flag of jobs/train.py maps to a key here."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from refine_ray.config import StrictModel, load_config
+from refine_ray.nn.channels import ChannelConfig
+from refine_ray.nn.progressive import resolutions
+
+
+class ModelConfig(StrictModel):
+    """Which network and which channels each component sees (paper Table 3)."""
+
+    kind: Literal["progressive", "pix2pix"] = "progressive"
+    generator_input: Literal["D", "DCE", "DCE+RGB"] = "DCE"
+    critic_input: Literal["D", "DCE"] = "D"
+    pixel_loss: Literal["D", "DCE"] = "DCE"
+    max_resolution: int = Field(256, description="last stage's resolution (a power of two, 4..256)")
+    max_channels: int = Field(128, ge=4, description="cap on feature widths (128 = paper; smaller for tests)")
+    equalized_lr: bool = Field(False, description="PGGAN equalized learning rate (then use lr ~1e-3)")
+    pix2pix_ngf: int = Field(64, ge=4, description="pix2pix U-Net / PatchGAN base width")
+
+    @model_validator(mode="after")
+    def _check(self):
+        resolutions(self.max_resolution)
+        if self.max_resolution > 256:
+            raise ValueError("max_resolution above 256 is not supported (the data is 256²)")
+        if self.kind == "pix2pix" and self.max_resolution < 32:
+            raise ValueError("pix2pix needs max_resolution >= 32")
+        return self
+
+    @property
+    def channels(self) -> ChannelConfig:
+        return ChannelConfig(self.generator_input, self.critic_input, self.pixel_loss)
+
+
+class OptimConfig(StrictModel):
+    """Adam and the loss weights of §4.3 (kappa None = C·1e-5, C = pixel-loss channels)."""
+
+    lr_g: float = Field(1e-5, gt=0)
+    lr_d: float = Field(1e-5, gt=0)
+    betas: tuple[float, float] = (0.0, 0.99)
+    gp_lambda: float = Field(10.0, ge=0)
+    drift: float = Field(1e-3, ge=0)
+    kappa: float | None = Field(None, ge=0)
+    l1_weight: float = Field(100.0, ge=0, description="pix2pix only")
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+
+
+class ScheduleConfig(StrictModel):
+    """Progressive schedule: every resolution trains `iterations_per_stage` steps, the first
+    `fade_fraction` of them fading the new blocks in (α linear 0→1)."""
+
+    iterations_per_stage: int = Field(10_000, ge=1)
+    batch_size: int = Field(4, ge=1, description="per worker")
+    fade_fraction: float = Field(0.5, gt=0, le=1)
+    crop_pad: float = Field(0.0625, ge=0, lt=0.5, description="max random shift, fraction of the side")
+    checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
+    log_every: int = Field(50, ge=1)
+    val_samples: int = Field(32, ge=0)
+    grid_samples: int = Field(4, ge=1)
+    seed: int = 0
+
+
+class WorkersConfig(StrictModel):
+    """Ray Train scaling: N workers, GPU or CPU (gloo), fractional CPUs on small machines."""
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=-1, description="worker failures survived by restarting from the last checkpoint")
+    bf16: bool = Field(False, description="bf16 autocast on GPU")
+
+
+class TrainConfig(StrictModel):
+    data: str | None = Field(None, description="preprocessed dataset folder/URI (with train/, test/, manifest.json)")
+    storage: str | None = Field(None, description="folder/URI holding run directories")
+    name: str | None = Field(None, description="run name; re-running with the same name resumes")
+    init_from: str | None = Field(None, description="stage checkpoint to fine-tune from")
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    workers: WorkersConfig = WorkersConfig()
+    fail_at_step: int | None = Field(None, description="testing only: kill worker 0 once at this global step")
+    debug_dump_params: bool = Field(False, description="testing only: every worker saves its weights at checkpoints")
+
+    def require_paths(self) -> None:
+        missing = [k for k in ("data", "storage", "name") if not getattr(self, k)]
+        if missing:
+            raise ValueError(f"training needs {', '.join(missing)} (config keys or --{' --'.join(missing)})")
+
+
+def load_train_config(path: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    return load_config(TrainConfig, path, overrides)

@@ -1,0 +1,117 @@
+"""Assemble and run the TorchTrainer: Ray Data input, scaling, failure handling, run directory."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from refine_ray import storage
+from refine_ray.data.schema import read_manifest
+from refine_ray.training import checkpoints as ckpt
+from refine_ray.training.batches import COLUMNS, decode_for_training
+from refine_ray.training.config import TrainConfig
+from refine_ray.training.loop import METRICS_FILE, stage_plan, train_loop_per_worker
+
+
+@dataclass
+class TrainResult:
+    """Where everything is after a run."""
+
+    run_dir: str
+    stage_checkpoints: list[str]
+    metrics_uri: str
+    curves_uri: str
+    samples_dir: str
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"run directory: {self.run_dir}", "stage checkpoints:"]
+        lines += [f"  {c}" for c in self.stage_checkpoints]
+        lines += [f"metrics: {self.metrics_uri}", f"curves:  {self.curves_uri}",
+                  f"sample grids: {self.samples_dir}"]
+        if self.last_metrics:
+            lines.append("last stage: " + json.dumps(self.last_metrics, sort_keys=True))
+        return "\n".join(lines)
+
+
+def _abs(uri: str) -> str:
+    return uri if storage.is_remote(uri) else os.path.abspath(uri)
+
+
+def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | None = None,
+          name: str | None = None) -> TrainResult:
+    """Train (or resume) the run `<storage>/<name>` on the dataset `data`; callable in-process.
+
+    Starts a local Ray when none is running. Re-running with the same name continues from the
+    run's last checkpoint; worker failures are retried `workers.max_failures` times.
+    """
+    import ray
+    import ray.data
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    updates = {k: v for k, v in (("data", data), ("storage", storage_uri), ("name", name)) if v is not None}
+    cfg = config.model_copy(update=updates)
+    cfg = TrainConfig.model_validate(cfg.model_dump())
+    cfg.require_paths()
+    cfg = cfg.model_copy(update={"data": _abs(cfg.data), "storage": _abs(cfg.storage), "name": storage.safe_name(cfg.name)})
+
+    manifest = read_manifest(cfg.data)  # a clear error now beats one inside every worker
+    size = int(manifest["image_size"][0] if isinstance(manifest["image_size"], (list, tuple)) else manifest["image_size"])
+    if size < cfg.model.max_resolution:
+        raise ValueError(f"{cfg.data}: images are {size}², smaller than max_resolution {cfg.model.max_resolution}")
+    need = cfg.model.channels.required_input_channels()
+    have = len(manifest.get("input_channels") or []) or need
+    if have < need:
+        raise ValueError(f"{cfg.data}: dataset has {have} input channels, generator input "
+                         f"{cfg.model.generator_input} needs {need} (DCE+RGB needs a textured dataset)")
+
+    run_dir = storage.join(cfg.storage, cfg.name)
+    storage.makedirs(run_dir)
+    storage.atomic_write_text(storage.join(run_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json")))
+
+    if not ray.is_initialized():
+        ray.init(runtime_env={"env_vars": storage.worker_env()} if storage.worker_env() else None)
+    train_uri = storage.join(cfg.data, "train")
+    files = storage.list_files(train_uri, suffixes=[".parquet"])  # skips in-flight .tmp- files
+    if not files:
+        raise FileNotFoundError(f"{train_uri}: no training shards (*.parquet)")
+    fs, _ = storage.arrow_filesystem(train_uri)
+    paths = [storage.arrow_filesystem(f)[1] for f in files]
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=COLUMNS)
+    ds = ds.map_batches(decode_for_training, batch_size=64)
+
+    w = cfg.workers
+    resources = {"CPU": w.cpus_per_worker}
+    if w.use_gpu:
+        resources["GPU"] = 1
+    run_kwargs: dict[str, Any] = {"name": cfg.name, "failure_config": FailureConfig(max_failures=w.max_failures)}
+    if storage.is_remote(cfg.storage):
+        sfs, spath = storage.arrow_filesystem(cfg.storage)
+        run_kwargs.update(storage_path=spath, storage_filesystem=sfs)
+    else:
+        run_kwargs["storage_path"] = cfg.storage
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=cfg.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if w.use_gpu else "gloo"),
+        run_config=RunConfig(**run_kwargs),
+        datasets={"train": ds},
+    )
+    print(f"[train] {cfg.model.kind} {cfg.model.generator_input}|{cfg.model.critic_input}|{cfg.model.pixel_loss}, "
+          f"stages {stage_plan(cfg)}, {cfg.schedule.iterations_per_stage} it/stage, "
+          f"{w.num_workers} worker(s) {'GPU' if w.use_gpu else 'CPU'} → {run_dir}", flush=True)
+    result = trainer.fit()
+    out = TrainResult(
+        run_dir=run_dir,
+        stage_checkpoints=[u for _, u in ckpt.stage_checkpoints(run_dir)],
+        metrics_uri=storage.join(run_dir, METRICS_FILE),
+        curves_uri=storage.join(run_dir, "curves.png"),
+        samples_dir=storage.join(run_dir, "samples"),
+        last_metrics=dict(result.metrics or {}),
+    )
+    return out
