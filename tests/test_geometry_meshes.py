@@ -15,6 +15,7 @@ from refine_ray.geometry import (
     median_filter_outliers,
     mesh_from_grid,
     mesh_to_ply_bytes,
+    orient_faces_toward,
 )
 
 
@@ -170,3 +171,12 @@ def test_median_filter_removes_spikes_and_keeps_detail():
     keep = np.ones(len(v), bool)
     keep[spike_ids] = False
     assert (out[keep] == truth[keep]).all()  # detail untouched, bit for bit
+
+
+def test_orient_faces_toward_the_scanner():
+    grid = _plane_grid(5, 5)
+    v, f, _ = mesh_from_grid(grid, np.ones((5, 5), bool))
+    flipped = f[:, ::-1]
+    assert (orient_faces_toward(v, flipped) == f).all()
+    assert (orient_faces_toward(v, f) == f).all()
+    assert (orient_faces_toward(v, f, direction=(0, 0, -1)) == flipped).all()

@@ -9,7 +9,7 @@ from refine_ray.geometry.projection import (
 )
 from refine_ray.geometry.rasterize import rasterize, rasterize_visibility
 from refine_ray.geometry.surface import boundary_vertices, elevation, face_normals, mean_curvature, vertex_normals
-from refine_ray.geometry.meshes import depth_to_mesh, mesh_from_grid, mesh_to_ply_bytes
+from refine_ray.geometry.meshes import depth_to_mesh, mesh_from_grid, mesh_to_ply_bytes, orient_faces_toward
 from refine_ray.geometry.crop import crop_face, face_contour_polygon, median_filter_outliers
 from refine_ray.geometry.dce import (
     CURVATURE_RADIUS_MM,
@@ -33,6 +33,7 @@ __all__ = [
     "median_filter_outliers",
     "mesh_from_grid",
     "mesh_to_ply_bytes",
+    "orient_faces_toward",
     "elevation",
     "encode_dce",
     "face_normals",

@@ -111,11 +111,14 @@ class DceNormalization:
     def normalize(self, dce, mask, rgb=None) -> np.ndarray:
         """(H,W,3) physical DCE (+ optional (H,W,3) rgb) → (H,W,3|6) float32 in [-1,1], background -1."""
         x = np.asarray(dce, dtype=np.float64)
+        mask = np.asarray(mask, dtype=bool)
+        if x.ndim != 3 or x.shape[2] != 3 or mask.shape != x.shape[:2]:
+            raise ValueError(f"normalize needs dce (H,W,3) and mask (H,W), got {x.shape} and {mask.shape}")
         if rgb is not None:
             x = np.concatenate([x, np.asarray(rgb, dtype=np.float64)], axis=-1)
         r = self._ranges(x.shape[-1])
         out = np.clip(2.0 * (x - r[:, 0]) / (r[:, 1] - r[:, 0]) - 1.0, -1.0, 1.0)
-        out[~np.asarray(mask, dtype=bool)] = -1.0
+        out[~mask] = -1.0
         return out.astype(np.float32)
 
     def denormalize(self, image) -> np.ndarray:

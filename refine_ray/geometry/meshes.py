@@ -77,6 +77,22 @@ def mesh_from_grid(grid, valid, max_edge_mm: float | None = None):
     return vertices, np.ascontiguousarray(faces), grid_index
 
 
+def orient_faces_toward(vertices, faces, direction=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """Flip all faces if their area-weighted normal points away from `direction`.
+
+    For open surfaces seen from one side (a face scan from OBJ/PLY/WRL of unknown winding): the
+    curvature sign (convex +) and the elevation need normals pointing out of the face, toward the
+    scanner. Assumes the winding is consistent within the mesh; a closed mesh is left unchanged.
+    """
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if len(f) == 0:
+        return f
+    p = [v[f[:, k]] for k in range(3)]
+    total = np.nansum(np.cross(p[1] - p[0], p[2] - p[0]), axis=0)
+    return np.ascontiguousarray(f[:, ::-1]) if total @ np.asarray(direction, dtype=np.float64) < 0 else f
+
+
 def depth_to_mesh(depth_mm, mask, view: ImageView, max_edge_mm: float | None = None):
     """Back-project a depth image (mm, larger = closer) of `view` to a model-frame mesh.
 
