@@ -1,0 +1,153 @@
+"""`read_scan(uri)` and `discover_scans(root)`: one entry point for every scan format, local or s3://.
+
+A scan is a primary file (`.abs`, `.abs.gz`, `.bnt`, `.obj`, `.ply`, `.wrl`) plus siblings that
+share its base name: a photo (`.ppm`/`.png`/`.jpg`) and landmarks (`.pts`, `.lm2`, `.lm3`, `.ljson`,
+`.json`). FRGC has no expression in its file names; a folder-level `scans.csv` (written by the
+synthesizer, or by a user from the FRGC metadata) supplies `scan_id,subject_id,expression`.
+"""
+from __future__ import annotations
+
+import csv
+import glob as _glob
+import io
+import posixpath
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from refine_ray import storage
+from refine_ray.scans import bosphorus, frgc, generic
+from refine_ray.scans.record import Scan, ScanFormatError
+
+PRIMARY_SUFFIXES = (".abs.gz", ".abs", ".bnt", ".obj", ".ply", ".wrl")
+PHOTO_SUFFIXES = (".ppm", ".png", ".jpg", ".jpeg")
+LANDMARK_2D_ORDER = (".pts", ".ljson", ".json", ".lm2")
+LANDMARK_3D_ORDER = (".lm3", ".json", ".ljson")
+METADATA_NAME = "scans.csv"
+
+
+def split_name(uri: str) -> tuple[str, str, str]:
+    """(folder, base name, primary suffix) of a scan URI; suffix '' if not a scan file."""
+    uri = str(uri)
+    folder, name = uri.rsplit("/", 1) if "/" in uri else (".", uri)
+    low = name.lower()
+    for sfx in PRIMARY_SUFFIXES:
+        if low.endswith(sfx):
+            return folder, name[: -len(sfx)], sfx
+    return folder, name, ""
+
+
+def discover_scans(root_uri: str) -> list[str]:
+    """Primary file URI of every scan under a folder or bucket prefix, sorted (an .abs next to its .abs.gz counts once)."""
+    found = storage.list_files(root_uri, suffixes=PRIMARY_SUFFIXES)
+    chosen: dict[tuple[str, str], str] = {}
+    for uri in found:
+        folder, base, sfx = split_name(uri)
+        if sfx == ".abs.gz" and (folder, base) in chosen:
+            continue
+        chosen[(folder, base)] = uri
+    return sorted(chosen.values())
+
+
+def _siblings(folder: str, base: str) -> dict[str, str]:
+    """suffix (lower case) → URI of files `base.*` in `folder` (one prefix listing, also on S3)."""
+    fs, path = storage.filesystem(storage.join(folder, base))
+    out = {}
+    for p in fs.glob(_glob.escape(path) + ".*"):
+        name = posixpath.basename(p)
+        sfx = name[len(base):].lower()
+        out[sfx] = storage._as_uri(folder, p) if storage.is_remote(folder) else p
+    return out
+
+
+@lru_cache(maxsize=64)
+def _folder_metadata(folder: str) -> dict[str, dict[str, str]]:
+    uri = storage.join(folder, METADATA_NAME)
+    try:
+        text = storage.read_text(uri)
+    except (FileNotFoundError, UnicodeDecodeError):
+        return {}
+    return {row["scan_id"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("scan_id")}
+
+
+def _read_photo(uri: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ScanFormatError(uri, f"unreadable photo ({exc})") from None
+
+
+def _landmarks(sibs: dict[str, str]):
+    from refine_ray.landmarks import formats
+
+    l2 = l3 = None
+    for sfx in LANDMARK_2D_ORDER:
+        if l2 is None and sfx in sibs:
+            try:
+                l2 = formats.read_landmarks(sibs[sfx]).points_2d
+            except formats.LandmarkFormatError as exc:
+                raise ScanFormatError(exc.source, exc.problem) from None
+    for sfx in LANDMARK_3D_ORDER:
+        if l3 is None and sfx in sibs:
+            try:
+                l3 = formats.read_landmarks(sibs[sfx]).points_3d
+            except formats.LandmarkFormatError as exc:
+                raise ScanFormatError(exc.source, exc.problem) from None
+    for name, arr in (("2D", l2), ("3D", l3)):
+        if arr is not None and arr.shape[0] != 68:
+            raise ScanFormatError(str(sibs), f"{name} landmarks: expected 68 points, got {arr.shape[0]}")
+    return l2, l3
+
+
+def read_scan(uri: str) -> Scan:
+    """Read one scan (any supported format, local or s3://) into a Scan record; bad files → ScanFormatError."""
+    uri = str(uri)
+    folder, base, sfx = split_name(uri)
+    if not sfx:
+        raise ScanFormatError(uri, f"not a scan file (supported: {', '.join(PRIMARY_SUFFIXES)})")
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise ScanFormatError(uri, "file not found") from None
+    sibs = _siblings(folder, base)
+    photo_uri = next((sibs[s] for s in PHOTO_SUFFIXES if s in sibs), None)
+    photo = _read_photo(photo_uri) if photo_uri else None
+    l2, l3 = _landmarks(sibs)
+    extra: dict = {"photo_uri": photo_uri} if photo_uri else {}
+
+    if sfx in (".abs", ".abs.gz"):
+        grid, valid = frgc.parse_abs(data, uri)
+        meta = _folder_metadata(folder).get(base, {})
+        dataset, subject, expression = "frgc", meta.get("subject_id") or base[:5], meta.get("expression") or None
+        uv = None
+    elif sfx == ".bnt":
+        grid, valid, uv, stored_name = bosphorus.parse_bnt(data, uri)
+        dataset = "bosphorus"
+        subject, expression, occlusion = bosphorus.parse_name(base)
+        extra["photo_name_in_file"] = stored_name          # informational only: never used as a path
+        if occlusion:
+            extra["occlusion"] = occlusion
+    else:
+        vertices, faces, colors = generic.read_mesh(uri, data)
+        meta = _folder_metadata(folder).get(base, {})
+        return Scan(scan_id=base, subject_id=meta.get("subject_id") or base, dataset=meta.get("dataset") or "mesh",
+                    source=uri, vertices=vertices, faces=faces, photo=photo, vertex_colors=colors,
+                    landmarks_2d=l2, landmarks_3d=l3, expression=meta.get("expression") or None, extra=extra)
+
+    rows, cols = np.nonzero(valid)
+    vertex_pixels = None
+    colors = None
+    if photo is not None:
+        if uv is not None:
+            vuv = uv[valid]
+            vertex_pixels = np.stack([vuv[:, 0] * photo.shape[1], vuv[:, 1] * photo.shape[0]], axis=1)
+        else:   # pixel-registered (FRGC): same grid, or a scaled copy of it
+            sy, sx = photo.shape[0] / valid.shape[0], photo.shape[1] / valid.shape[1]
+            vertex_pixels = np.stack([(cols + 0.5) * sx, (rows + 0.5) * sy], axis=1)
+        ci = np.clip(vertex_pixels.astype(np.int64), 0, [photo.shape[1] - 1, photo.shape[0] - 1])
+        colors = photo[ci[:, 1], ci[:, 0]].astype(np.float64) / 255.0
+    return Scan(scan_id=base, subject_id=subject, dataset=dataset, source=uri, vertices=grid[valid],
+                grid=grid, grid_valid=valid, photo=photo, vertex_pixels=vertex_pixels, vertex_colors=colors,
+                landmarks_2d=l2, landmarks_3d=l3, expression=expression, extra=extra)
