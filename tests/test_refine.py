@@ -20,6 +20,22 @@ def _cfg(inp, out, **kw):
     return RefineConfig(input=str(inp), output=str(out), batch_size=2, num_actors=1, cpus_per_actor=0.5, **kw)
 
 
+def _check_meshes(out, truth):
+    """PLY meshes are the refined depth in mm, back-projected through the sample's view."""
+    import trimesh
+
+    lo, hi = rf.NORMALIZATION["depth_mm"]
+    for sid, s in truth.items():
+        mesh = trimesh.load(out / "meshes" / (sid.replace("/", "_") + ".ply"), process=False)
+        assert len(mesh.faces) > 0
+        # identity rotation, anchor 0, scale 1.2 px/mm, 16×16: vertex (x, y) sits on a pixel centre
+        cols = np.round(mesh.vertices[:, 0] * 1.2 + 8 - 0.5).astype(int)
+        rows = np.round(8 - mesh.vertices[:, 1] * 1.2 - 0.5).astype(int)
+        assert s["input_mask"][rows, cols].all()
+        want_mm = (np.clip(s["coarse"][rows, cols, 0] + rf.DEPTH_SHIFT, -1, 1) + 1) / 2 * (hi - lo) + lo
+        np.testing.assert_allclose(mesh.vertices[:, 2], want_mm, atol=1e-3)
+
+
 def _refined_by_id(out):
     table = rf.read_parquet(storage.join(out, "refined"))
     return table
@@ -28,8 +44,9 @@ def _refined_by_id(out):
 def test_refine_numbers_agree_with_independent_metrics(tmp_path, ray_session):
     truth = rf.write_dataset(str(tmp_path / "data"))
     out = tmp_path / "out"
-    result = run_refine(_cfg(tmp_path / "data", out, split="test"), model=rf.shift_refiner)
+    result = run_refine(_cfg(tmp_path / "data", out, split="test", meshes=True), model=rf.shift_refiner)
     assert result.samples_refined == len(truth) and result.errors == 0
+    _check_meshes(out, truth)
     m = rf.read_parquet(str(out / "metrics.parquet")).to_pylist()
     assert sorted(r["sample_id"] for r in m) == sorted(truth)
     for r in m:
@@ -89,41 +106,40 @@ def test_exactly_once_when_an_actor_is_killed_and_after_a_crash(tmp_path, ray_se
     assert not [p for p in os.listdir(out / "refined") if p.startswith(".tmp-")]
 
 
-def test_no_target_mode_refines_without_metrics(tmp_path, ray_session):
-    truth = rf.write_dataset(str(tmp_path / "data"), n_files=1, per_file=3, with_target=False, seed=5)
-    out = tmp_path / "out"
-    result = run_refine(_cfg(tmp_path / "data", out), model=rf.shift_refiner)
-    assert result.samples_refined == 3 and result.errors == 0
-    m = rf.read_parquet(str(out / "metrics.parquet"))
-    assert not any(m.column("has_target").to_pylist())
-    assert all(np.isnan(v) for v in m.column("mae_mm_refined").to_pylist())
-    assert sorted(_refined_by_id(str(out)).column("sample_id").to_pylist()) == sorted(truth)
-    summary = json.loads((out / "report" / "summary.json").read_text())
-    assert summary["datasets"]["frgc"]["samples_with_target"] == 0
-    assert "heatmaps" not in summary["figures"]
-
-
-def test_bad_inputs_become_error_rows(tmp_path, ray_session):
-    truth = rf.write_dataset(str(tmp_path / "data"), n_files=1, per_file=3, seed=7)
-    (tmp_path / "data" / "test" / "broken.parquet").write_bytes(b"this is not parquet")
-    # a row whose input bytes are truncated
+def test_no_target_data_and_bad_inputs(tmp_path, ray_session):
+    """One folder: a shard without ground truth, a shard with a truncated row, a file that is not Parquet."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    no_t = rf.write_dataset(str(tmp_path / "nt"), n_files=1, per_file=3, with_target=False, seed=5)
+    with_t = rf.write_dataset(str(tmp_path / "data"), n_files=1, per_file=3, seed=7, dataset="bosphorus")
+    (tmp_path / "nt" / "test" / "part-0000.parquet").rename(tmp_path / "data" / "test" / "no-target.parquet")
+    (tmp_path / "data" / "test" / "broken.parquet").write_bytes(b"this is not parquet")
     t = pq.read_table(tmp_path / "data" / "test" / "part-0000.parquet")
     inputs = t.column("input").to_pylist()
     inputs[1] = inputs[1][:100]
     t = t.set_column(t.column_names.index("input"), "input", pa.array(inputs, pa.binary()))
     pq.write_table(t, tmp_path / "data" / "test" / "part-0000.parquet")
+    bad_id = t.column("sample_id")[1].as_py()
+    (tmp_path / "data" / "manifest.json").unlink()  # no manifest: the shards are found by listing
     out = tmp_path / "out"
     result = run_refine(_cfg(tmp_path / "data", out), model=rf.shift_refiner)
+
     errs = rf.read_parquet(str(out / "errors.parquet")).to_pylist()
-    bad_id = t.column("sample_id")[1].as_py()
     assert {(os.path.basename(e["file"]), e["sample_id"], e["stage"]) for e in errs} == {
         ("broken.parquet", "", "read"), ("part-0000.parquet", bad_id, "decode")}
-    assert result.samples_refined == 2
-    assert sorted(rf.read_parquet(str(out / "metrics.parquet")).column("sample_id").to_pylist()) == sorted(
-        set(truth) - {bad_id})
+    assert result.samples_refined == 5
+    m = {r["sample_id"]: r for r in rf.read_parquet(str(out / "metrics.parquet")).to_pylist()}
+    assert sorted(m) == sorted(set(no_t) | set(with_t) - {bad_id})
+    for sid in no_t:  # refinement only: no ground truth, no MAE
+        assert not m[sid]["has_target"] and np.isnan(m[sid]["mae_mm_refined"])
+    for sid in set(with_t) - {bad_id}:
+        assert m[sid]["has_target"]
+        assert m[sid]["mae_mm_refined"] == pytest.approx(rf.expected_metrics(with_t[sid])["mae_mm_refined"], rel=1e-5)
+    assert sorted(_refined_by_id(str(out)).column("sample_id").to_pylist()) == sorted(m)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["datasets"]["frgc"]["samples_with_target"] == 0
+    assert summary["datasets"]["bosphorus"]["samples_with_target"] == 2
     html = (out / "report" / "report.html").read_text()
     assert "broken.parquet" in html and bad_id in html
 

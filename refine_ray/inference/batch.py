@@ -51,15 +51,17 @@ class UnitRefiner:
                  meshes: bool, kill_once_marker: str | None):
         refiner = load_model(checkpoint)
         self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
-        self.depth_range = depth_range_mm(normalization if normalization is not None
-                                          else getattr(refiner, "normalization", None))
+        norm = normalization if normalization is not None else getattr(refiner, "normalization", None)
+        if norm is not None and not isinstance(norm, dict):
+            norm = norm.to_dict()
+        self.depth_range = depth_range_mm(norm)
         self.output, self.batch_size, self.split = output, batch_size, split
         self.kill_once_marker = kill_once_marker
         self.mesh_writer = None
         if meshes:
             from refine_ray.inference.meshes import MeshWriter
 
-            self.mesh_writer = MeshWriter(storage.join(output, "meshes"), self.depth_range)
+            self.mesh_writer = MeshWriter(storage.join(output, "meshes"), norm)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {"unit": [], "samples_in": [], "samples_refined": [], "errors": []}
@@ -76,10 +78,20 @@ class UnitRefiner:
 
 
 def find_input_shards(input_uri: str, split: str | None) -> list[str]:
-    """Sample shards under `input_uri`: `<input>/<split>/` when it exists, else every *.parquet but
-    the errors table. A single .parquet file is accepted too."""
+    """Sample shards under `input_uri`: those the manifest lists (committed shards only, never the
+    leftovers of an interrupted preprocessing run), else `<input>/<split>/*.parquet` when that folder
+    exists, else every *.parquet but the errors table. A single .parquet file is accepted too."""
     if str(input_uri).endswith(".parquet"):
         return [str(input_uri)]
+    from refine_ray.data.schema import read_manifest
+
+    try:
+        listed = read_manifest(input_uri).get("shards")
+    except (FileNotFoundError, ValueError):
+        listed = None
+    if isinstance(listed, dict):
+        rel = [p for sp, paths in sorted(listed.items()) if split in (None, sp) for p in paths]
+        return sorted(storage.join(input_uri, p) for p in rel)
     root = storage.join(input_uri, split) if split and storage.exists(storage.join(input_uri, split)) else input_uri
     files = storage.list_files(root, suffixes=(".parquet",))
     return [f for f in files if posixpath.basename(f.replace("\\", "/")) != "errors.parquet"]
@@ -112,12 +124,15 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
         raise ValueError("refine needs checkpoint, input and output (flags or config keys)")
     storage.makedirs(cfg.output)
 
-    files = find_input_shards(cfg.input, cfg.split)
+    split = cfg.split
+    files = find_input_shards(cfg.input, split)
     normalization = _read_normalization(cfg.input) if not str(cfg.input).endswith(".parquet") else None
     if not files:
         from refine_ray.inference.prepare import prepare_raw_input
 
-        prepared, normalization = prepare_raw_input(cfg.input, storage.join(cfg.output, "prepared"))
+        log.info("%s: no Parquet shards; preprocessing the scans there (original pose only)", cfg.input)
+        prepared, normalization = prepare_raw_input(cfg.input, storage.join(cfg.output, "prepared"), cfg.prepare)
+        split = None  # every prepared scan is refined, whatever the training split would have been
         files = find_input_shards(prepared, None)
         if not files:
             raise FileNotFoundError(f"{cfg.input}: no Parquet shards and no scans to refine")
@@ -138,7 +153,7 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
             fn_constructor_kwargs=dict(
                 checkpoint=checkpoint, device="cuda" if cfg.gpu else "cpu", precision=cfg.precision,
                 channels_last=cfg.channels_last, normalization=normalization, output=cfg.output,
-                batch_size=cfg.batch_size, split=cfg.split, meshes=cfg.meshes,
+                batch_size=cfg.batch_size, split=split, meshes=cfg.meshes,
                 kill_once_marker=cfg.fault_injection.kill_once_marker,
             ),
             # Ray Data restarts a dead actor and retries its unit (its defaults: max_restarts=-1,

@@ -37,6 +37,9 @@ class RefineConfig(StrictModel):
     precision: str = Field(default="fp32", description="fp32 or bf16 (bf16 only on GPU)")
     channels_last: bool = False
     overwrite: bool = Field(default=False, description="redo finished work units instead of skipping them")
+    prepare: dict = Field(default_factory=dict, description=(
+        "raw-scan input only: preprocessing settings (image_size, scale_px_per_mm, textured, normalization, "
+        "landmarks, model, …) — the ones the model was trained with"))
     report: ReportSettings = ReportSettings()
     fault_injection: FaultInjection = FaultInjection()
 

@@ -55,7 +55,7 @@ METRICS_SCHEMA = pa.schema(
 
 # Metadata carried from the input rows into the refined shard (those present in the input are kept).
 CARRIED = ("sample_id", "dataset", "subject_id", "scan_id", "expression", "pose", "split", "height", "width",
-           "scale_px_per_mm", "rotation", "translation_px", "anchor_input", "source_uri")
+           "scale_px_per_mm", "rotation", "rotation_input", "translation_px", "anchor_input", "source_uri")
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def process_unit(
                     mask_bytes.append(imgs["input_mask"][i].astype("u1").tobytes())
                     if mesh_writer is not None:
                         try:
-                            mesh_writer(table.slice(i, 1), refined[i], imgs)
+                            mesh_writer(table.slice(i, 1), refined[i], imgs, i)
                         except Exception as exc:
                             errors.append({"file": unit.file, "sample_id": table.column("sample_id")[i].as_py(),
                                            "stage": "mesh", "reason": str(exc)})
