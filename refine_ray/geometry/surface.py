@@ -32,13 +32,6 @@ def _as_mesh(vertices, faces):
     return v, f
 
 
-def _accumulate(index, values, n):
-    """Sum rows of `values` (M,) or (M,k) into n bins by `index` (faster than np.add.at)."""
-    if values.ndim == 1:
-        return np.bincount(index, weights=values, minlength=n)
-    return np.stack([np.bincount(index, weights=values[:, k], minlength=n) for k in range(values.shape[1])], axis=1)
-
-
 def face_normals(vertices, faces) -> np.ndarray:
     """Unit normals of the faces (counter-clockwise winding → normal toward the viewer)."""
     v, f = _as_mesh(vertices, faces)
@@ -50,10 +43,29 @@ def face_normals(vertices, faces) -> np.ndarray:
 def vertex_normals(vertices, faces) -> np.ndarray:
     """Unit vertex normals, the area-weighted mean of incident face normals; (0,0,0) if isolated."""
     v, f = _as_mesh(vertices, faces)
-    n2a = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])  # length = 2·area
-    acc = _accumulate(f.ravel(), np.repeat(n2a, 3, axis=0), len(v))
-    norm = np.linalg.norm(acc, axis=1, keepdims=True)
-    return np.divide(acc, norm, out=np.zeros_like(acc), where=norm > 0)
+    return _vertex_normals_kernel(v, f)
+
+
+@numba.njit(cache=True, nogil=True)
+def _vertex_normals_kernel(v, f):
+    acc = np.zeros((v.shape[0], 3))
+    for t in range(f.shape[0]):
+        a, b, c = f[t, 0], f[t, 1], f[t, 2]
+        ux, uy, uz = v[b, 0] - v[a, 0], v[b, 1] - v[a, 1], v[b, 2] - v[a, 2]
+        wx, wy, wz = v[c, 0] - v[a, 0], v[c, 1] - v[a, 1], v[c, 2] - v[a, 2]
+        nx, ny, nz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx  # length = 2·area
+        if not (np.isfinite(nx) and np.isfinite(ny) and np.isfinite(nz)):
+            continue
+        for i in (a, b, c):
+            acc[i, 0] += nx
+            acc[i, 1] += ny
+            acc[i, 2] += nz
+    for i in range(acc.shape[0]):
+        norm = np.sqrt(acc[i, 0] ** 2 + acc[i, 1] ** 2 + acc[i, 2] ** 2)
+        if norm > 0:
+            for k in range(3):
+                acc[i, k] /= norm
+    return acc
 
 
 def boundary_vertices(vertices, faces) -> np.ndarray:
