@@ -43,9 +43,12 @@ def parse_abs(data: bytes, source: str = "<abs>") -> tuple[np.ndarray, np.ndarra
     lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
     if lines != 4:
         raise ScanFormatError(source, f"expected 4 data lines (flag, X, Y, Z), found {lines} (truncated?)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        values = np.fromstring(body, dtype=np.float64, sep=" ")   # C parser; stops at the first bad token
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            values = np.fromstring(body, dtype=np.float64, sep=" ")   # C parser, one pass
+    except ValueError:   # numpy ≥ 2.x raises on a token that is not a number
+        raise ScanFormatError(source, "non-numeric value in the data lines") from None
     if values.size != 4 * n:
         raise ScanFormatError(source, f"expected {4 * n} numbers for a {rows}×{cols} grid, parsed {values.size} "
                                       "(truncated file or a non-numeric value)")
