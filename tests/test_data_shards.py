@@ -50,3 +50,19 @@ def test_commit_orphans_and_errors(tmp_path):
     store.check_fingerprint(entries, "fp1")
     with pytest.raises(OutputMismatchError, match="different settings"):
         store.check_fingerprint(entries, "fp2")
+
+
+def test_ledger_and_orphan_cleanup_on_s3(s3_bucket):
+    import s3fs
+
+    out = f"{s3_bucket}/ds"
+    store = ShardStore(out)
+    store.commit_batch(["/in/a01.abs"], [_row("a01", "test")], [ScanOutcome("/in/a01.abs", "ok", 1, "test", "a01")], "fp")
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)  # endpoint/keys from the env set by the fixture
+    fs.pipe_file(f"{out[5:]}/train/part-orphan.parquet", b"unfinished")
+    entries = store.ledger()
+    assert [e.scans[0]["uri"] for e in entries] == ["/in/a01.abs"]
+    assert store.remove_orphans(entries) == [f"{out}/train/part-orphan.parquet"]
+    assert not fs.exists(f"{out[5:]}/train/part-orphan.parquet")
+    assert store.write_errors(entries) == 0
+    assert fs.exists(f"{out[5:]}/errors.parquet")

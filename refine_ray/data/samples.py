@@ -18,9 +18,8 @@ from scipy import ndimage
 from refine_ray.data import schema
 from refine_ray.data.augment import Pose, noise_rng
 from refine_ray.data.settings import PreprocessSettings
-from refine_ray.geometry import ImageView, estimate_scaled_orthographic, pixels_to_plane, plane_to_pixels
+from refine_ray.geometry import IBUG_ANCHOR, ImageView, anchor_from_landmarks, estimate_scaled_orthographic, pixels_to_plane, plane_to_pixels
 
-IBUG_ANCHOR_DEFAULT = (30, 36, 39, 42, 45)
 NOSE_TIP = 30
 MIN_LANDMARKS_3D = 6
 
@@ -41,23 +40,44 @@ class GroundTruth:
     faces: np.ndarray
     landmarks_3d: np.ndarray          # (68, 3), NaN = missing
     vertex_pixels: np.ndarray | None  # (N, 2) photo (col, row) of each vertex when the scanner registered them
-
-
-def _anchor_indices() -> tuple[int, ...]:
-    try:
-        from refine_ray.geometry import IBUG_ANCHOR  # type: ignore[attr-defined]
-        return tuple(IBUG_ANCHOR)
-    except ImportError:
-        return IBUG_ANCHOR_DEFAULT
+    projection: Any                   # ScaledOrthographic: scan frame → photo plane coords
 
 
 def landmark_anchor(landmarks_3d: np.ndarray, source: str = "<scan>") -> np.ndarray:
     """Mean of the IBUG_ANCHOR landmarks (nose tip and eye corners) that are present."""
-    pts = np.asarray(landmarks_3d, dtype=np.float64)[list(_anchor_indices())]
-    pts = pts[np.isfinite(pts).all(axis=1)]
-    if len(pts) < 2:
+    pts = np.asarray(landmarks_3d, dtype=np.float64)[list(IBUG_ANCHOR)]
+    if int(np.isfinite(pts).all(axis=1).sum()) < 2:
         raise SampleBuildError(source, "align", "fewer than 2 of the anchor landmarks (nose tip, eye corners) are present")
-    return pts.mean(axis=0)
+    return anchor_from_landmarks(landmarks_3d)
+
+
+class PosedRenderer:
+    """`geometry.encode_dce` split in two: normals and curvature are pose-independent, so they are
+    computed once per mesh and each pose only rotates normals and rasterizes (K poses cost ~1 curvature
+    instead of K). tests/test_data_samples.py checks it equals encode_dce."""
+
+    def __init__(self, vertices, faces, vertex_colors=None):
+        from refine_ray.geometry.dce import CURVATURE_RADIUS_MM, _fill_invalid
+        from refine_ray.geometry.surface import mean_curvature, vertex_normals
+
+        self.vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+        self.faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+        self.normals = vertex_normals(self.vertices, self.faces)
+        curv, valid = mean_curvature(self.vertices, self.faces, CURVATURE_RADIUS_MM, normals=self.normals)
+        self.curvature = _fill_invalid(curv, valid, self.faces)
+        self.colors = None if vertex_colors is None else np.asarray(vertex_colors, dtype=np.float64)
+
+    def render(self, view: ImageView):
+        from refine_ray.geometry import DceImage, elevation, rasterize
+
+        elev = elevation(self.normals @ view.rotation.T, (0.0, 0.0, 1.0))
+        iv = view.to_image(self.vertices)
+        attrs = [iv[:, 2:3], self.curvature[:, None], elev[:, None]]
+        if self.colors is not None:
+            attrs.append(self.colors)
+        img, mask = rasterize(iv, self.faces, np.hstack(attrs), view.height, view.width)
+        rgb = np.ascontiguousarray(img[..., 3:6]) if self.colors is not None else None
+        return DceImage(dce=np.ascontiguousarray(img[..., :3]), rgb=rgb, mask=mask)
 
 
 def sample_photo(photo: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -177,19 +197,27 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
     if not np.isfinite(lm3d[NOSE_TIP]).all():
         raise SampleBuildError(src, "landmarks", "the nose-tip landmark (30) is missing; it centres the crop")
 
+    # Ground truth → photo projection from its 3D landmarks to the photo's 2D landmarks (DESIGN.md).
+    # Jaw landmarks (0-16) are excluded when enough others exist: in a photo they mark the pose-dependent
+    # occluding contour, and lifted through a grid at grazing angles their depth is off by mm.
+    use = np.isfinite(lm3d).all(axis=1) & np.isfinite(landmarks_2d).all(axis=1)
+    if int(use[17:].sum()) >= MIN_LANDMARKS_3D:
+        use[:17] = False
+    projection = _stage(src, "align", lambda: estimate_scaled_orthographic(pixels_to_plane(landmarks_2d[use]), lm3d[use]))
+
     def crop():
-        kw = {}
-        if settings.crop_contour:
-            kw["contour_plane"] = None  # filled below when the geometry API supports it
-        v2, f2, kept = geo.crop_face(vertices, faces, lm3d[NOSE_TIP], settings.crop_radius_mm)
-        if settings.median_filter:
-            v2 = geo.median_filter_outliers(v2, f2)
+        contour = geo.face_contour_polygon(pixels_to_plane(landmarks_2d)) if settings.crop_contour else None
+        v2, f2, kept = geo.crop_face(vertices, faces, lm3d[NOSE_TIP], settings.crop_radius_mm,
+                                     contour_plane=contour, projection=projection if contour is not None else None)
+        if settings.median_filter and len(f2):
+            v2, _ = geo.median_filter_outliers(v2, f2)
         return v2, f2, kept
 
     v2, f2, kept = _stage(src, "crop", crop)
-    if len(f2) == 0:
-        raise SampleBuildError(src, "crop", f"nothing of the scan lies within {settings.crop_radius_mm} mm of the nose tip")
-    return GroundTruth(v2, f2, lm3d, None if vpix is None else vpix[kept])
+    if f2 is None or len(f2) == 0:
+        raise SampleBuildError(src, "crop", f"nothing of the scan lies within {settings.crop_radius_mm} mm of the nose tip "
+                               "and inside the face contour")
+    return GroundTruth(v2, f2, lm3d, None if vpix is None else vpix[kept], projection)
 
 
 def _landmarks_2d(scan, provider, settings: PreprocessSettings) -> np.ndarray:
@@ -220,8 +248,10 @@ def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, 
     from refine_ray.morphable import fit_landmarks
 
     src = scan.source
-    norm = normalization if normalization is not None else geo.DceNormalization.from_dict(settings.normalization) \
-        if settings.normalization else geo.DceNormalization()
+    if normalization is not None:
+        norm = normalization
+    else:
+        norm = geo.DceNormalization.from_dict(settings.normalization) if settings.normalization else geo.DceNormalization()
     lm_clean = _landmarks_2d(scan, landmark_provider, settings)
     gt = prepare_ground_truth(scan, lm_clean, settings)
 
@@ -229,7 +259,7 @@ def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, 
     if settings.landmark_noise_px > 0:
         lm_fit = lm_clean + noise_rng(scan.scan_id, settings.seed).normal(0, settings.landmark_noise_px, lm_clean.shape)
     fit = _stage(src, "fit", lambda: fit_landmarks(model, lm_fit))
-    proj_gt = _stage(src, "align", lambda: estimate_scaled_orthographic(pixels_to_plane(lm_clean), gt.landmarks_3d))
+    proj_gt = gt.projection
     anchor_c = landmark_anchor(fit.landmarks_3d, src)
     anchor_g = landmark_anchor(gt.landmarks_3d, src)
 
@@ -240,6 +270,8 @@ def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, 
         colors_g = sample_photo(scan.photo, pix_g)
 
     n, s, t = settings.image_size, settings.scale_px_per_mm, settings.translation_px
+    coarse_r = _stage(src, "render", lambda: PosedRenderer(fit.vertices, fit.faces, colors_c))
+    gt_r = _stage(src, "render", lambda: PosedRenderer(gt.vertices, gt.faces, colors_g))
     rows = []
     for pose in poses:
         A = pose.rotation
@@ -247,8 +279,7 @@ def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, 
         view_g = ImageView(A @ proj_gt.rotation, anchor_g, s, n, n, t)
 
         def render():
-            ci = geo.encode_dce(fit.vertices, fit.faces, view_c, vertex_colors=colors_c)
-            gi = geo.encode_dce(gt.vertices, gt.faces, view_g, vertex_colors=colors_g)
+            ci, gi = coarse_r.render(view_c), gt_r.render(view_g)
             inp = norm.normalize(ci.dce, ci.mask, rgb=ci.rgb if settings.textured else None)
             tgt_full = norm.normalize(gi.dce, gi.mask, rgb=gi.rgb if settings.textured else None)
             return ci, gi, inp, tgt_full

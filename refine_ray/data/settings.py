@@ -44,7 +44,7 @@ class PreprocessSettings(StrictModel):
     textured: bool = Field(True, description="add R,G,B of the photo to the input (DCE+RGB, 6 channels)")
     crop_radius_mm: float = Field(95.0, gt=0, description="sphere around the nose tip that crops the ground truth")
     crop_contour: bool = Field(True, description="also cut along the jaw contour landmarks (paper §5.2)")
-    max_edge_mm: float = Field(6.0, gt=0, description="grid scans: no triangle edge longer than this (holes stay holes)")
+    max_edge_mm: float | None = Field(None, gt=0, description="grid scans: no triangle edge longer than this; default adapts to the grid spacing")
     median_filter: bool = Field(True, description="median-filter outliers of the ground truth (paper §5.2)")
     normalization: dict = Field(default_factory=dict, description="DceNormalization overrides, e.g. {depth_mm: [-100, 50]}")
     scans_per_shard: int = Field(8, ge=1, le=10000, description="scans per shard: bounds shard size to scans×(poses+1) samples")
