@@ -115,3 +115,19 @@ def register_by_value():
 
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+def write_checkpoint(uri: str, max_resolution: int = 16, stage: int = 1, seed: int = 0) -> None:
+    """A real training checkpoint (format of refine_ray.training) of a small, randomly initialised
+    progressive generator — what jobs/refine.py loads with load_refiner; stage 1 works at 8²."""
+    from refine_ray.training import checkpoints as ckpt
+    from refine_ray.training.config import ModelConfig, TrainConfig
+
+    torch.manual_seed(seed)
+    cfg = TrainConfig(model=ModelConfig(generator_input="DCE", max_resolution=max_resolution, max_channels=8))
+    generator, _ = ckpt.build_networks(cfg.model_dump(mode="json"))
+    ckpt.save_checkpoint(uri, {
+        "format": ckpt.FORMAT, "kind": "progressive", "stage": stage, "resolution": 4 * 2**stage,
+        "ema": generator.state_dict(), "config": cfg.model_dump(mode="json"), "normalization": NORMALIZATION,
+        "code_version": "test",
+    })

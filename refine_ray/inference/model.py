@@ -56,10 +56,10 @@ class Predictor:
     def __call__(self, inputs: np.ndarray, input_mask: np.ndarray | None = None) -> np.ndarray:
         if inputs.ndim != 4:
             raise ValueError(f"expected (B, H, W, C) inputs, got shape {inputs.shape}")
-        if self.input_channels and inputs.shape[-1] != self.input_channels:
+        if self.input_channels and inputs.shape[-1] < self.input_channels:
             raise ValueError(
-                f"the model takes {self.input_channels} input channels, the data has {inputs.shape[-1]}"
-                " (DCE = 3, DCE+RGB = 6): refine with a model trained on this kind of input"
+                f"the model needs {self.input_channels} input channels, the data has {inputs.shape[-1]}"
+                " (D = 1, DCE = 3, DCE+RGB = 6): refine with a model trained on this kind of input"
             )
         b, h, w, _ = inputs.shape
         x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32)).to(self.device, non_blocking=True)
