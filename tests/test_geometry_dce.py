@@ -110,3 +110,21 @@ def test_anchor_is_mean_of_nose_tip_and_eye_corners():
     assert np.allclose(anchor_from_landmarks(lm), [0, 35, 2.5])
     with pytest.raises(ValueError):
         anchor_from_landmarks(np.full((68, 3), np.nan))
+
+
+def test_pose_independent_surface_renders_each_view_and_smoothed_elevation():
+    from refine_ray.geometry import DceSurface
+
+    R = 40.0
+    s = trimesh.creation.icosphere(subdivisions=6, radius=R)
+    surface = DceSurface(s.vertices, s.faces, normal_radius_mm=2.0)
+    for yaw in (0.0, 40.0):
+        rot = Rotation.from_euler("y", yaw, degrees=True).as_matrix()
+        view = ImageView(rotation=rot, scale_px_per_mm=1.5, height=128, width=128)
+        img = surface.render(view)
+        x, y = _pixel_grid(view)
+        rho = np.sqrt(x**2 + y**2)
+        inner = rho < 0.8 * R
+        assert np.abs(img.dce[..., 0][inner] - np.sqrt(R**2 - rho[inner] ** 2)).max() < 0.01
+        assert np.abs(img.dce[..., 2][inner] - np.arcsin(rho[inner] / R)).max() < 0.01
+        assert np.abs(img.dce[..., 1][inner] * R - 1).max() < 0.02

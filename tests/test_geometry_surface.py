@@ -116,3 +116,20 @@ def test_elevation_of_tilted_plane_and_view_direction():
     n = vertex_normals(v, f)
     assert np.allclose(elevation(n), angle, atol=1e-9)
     assert np.allclose(elevation(n, view=(-np.sin(angle), 0, np.cos(angle))), 0.0, atol=1e-6)
+
+
+def test_smooth_normals_exact_on_sphere_and_robust_to_noise():
+    from refine_ray.geometry import smooth_normals
+
+    R = 20.0
+    v, f = sphere_cap(R, 16.0, 0.7)
+    radial = v / R
+    inner = np.linalg.norm(v[:, :2], axis=1) < 14
+
+    def worst_deg(n):
+        return np.degrees(np.arccos(np.clip((n[inner] * radial[inner]).sum(1), -1, 1))).max()
+
+    assert worst_deg(smooth_normals(v, f, 2.0)) < 0.5
+    noisy = v + np.random.default_rng(1).normal(scale=0.05, size=v.shape)
+    raw, smooth = worst_deg(vertex_normals(noisy, f)), worst_deg(smooth_normals(noisy, f, 2.0))
+    assert smooth < 3.0 and raw > 2 * smooth

@@ -8,7 +8,14 @@ from refine_ray.geometry.projection import (
     plane_to_pixels,
 )
 from refine_ray.geometry.rasterize import rasterize, rasterize_visibility
-from refine_ray.geometry.surface import boundary_vertices, elevation, face_normals, mean_curvature, vertex_normals
+from refine_ray.geometry.surface import (
+    boundary_vertices,
+    elevation,
+    face_normals,
+    mean_curvature,
+    smooth_normals,
+    vertex_normals,
+)
 from refine_ray.geometry.meshes import depth_to_mesh, mesh_from_grid, mesh_to_ply_bytes, orient_faces_toward
 from refine_ray.geometry.crop import crop_face, face_contour_polygon, median_filter_outliers
 from refine_ray.geometry.dce import (
@@ -16,8 +23,10 @@ from refine_ray.geometry.dce import (
     IBUG_ANCHOR,
     DceImage,
     DceNormalization,
+    DceSurface,
     anchor_from_landmarks,
     encode_dce,
+    fill_invalid,
 )
 
 __all__ = [
@@ -25,6 +34,7 @@ __all__ = [
     "IBUG_ANCHOR",
     "DceImage",
     "DceNormalization",
+    "DceSurface",
     "anchor_from_landmarks",
     "boundary_vertices",
     "crop_face",
@@ -37,6 +47,7 @@ __all__ = [
     "elevation",
     "encode_dce",
     "face_normals",
+    "fill_invalid",
     "mean_curvature",
     "vertex_normals",
     "ImageView",
@@ -47,4 +58,5 @@ __all__ = [
     "plane_to_pixels",
     "rasterize",
     "rasterize_visibility",
+    "smooth_normals",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 
 from refine_ray.geometry.projection import ImageView
 from refine_ray.geometry.rasterize import rasterize
-from refine_ray.geometry.surface import elevation, mean_curvature, vertex_normals
+from refine_ray.geometry.surface import elevation, mean_curvature, smooth_normals, vertex_normals
 
 # iBUG-68 (0-based): nose tip and the four eye corners. The anchor of a model (the origin of its
 # depth channel) is the mean of its 3D landmarks at these indices, computed the same way for the
@@ -46,9 +46,10 @@ class DceImage:
     mask: np.ndarray
 
 
-def _fill_invalid(values, valid, faces, iterations=4):
+def fill_invalid(values, valid, faces, iterations=4):
     """Give invalid vertices the mean of valid neighbours (a few rings), so rims render sensibly."""
-    values, valid = values.copy(), valid.copy()
+    values, valid = np.array(values, dtype=np.float64), np.array(valid, dtype=bool)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     if valid.all() or len(faces) == 0:
         return values
     e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
@@ -66,26 +67,49 @@ def _fill_invalid(values, valid, faces, iterations=4):
     return values
 
 
+_fill_invalid = fill_invalid  # older private name, kept for callers
+
+
+class DceSurface:
+    """The pose-independent half of a DCE encoding: normals, curvature and colours of one mesh.
+
+    Curvature and normals do not change when the camera rotates, so a sample rendered in K poses
+    computes them once and only `render(view)` runs per pose. `encode_dce` is `DceSurface(...).render`.
+    normal_radius_mm > 0 takes the elevation from normals averaged over that ball (robust on noisy
+    scans); 0 keeps the per-vertex normal.
+    """
+
+    def __init__(self, vertices, faces, vertex_colors=None, curvature_radius_mm: float = CURVATURE_RADIUS_MM,
+                 normal_radius_mm: float = 0.0):
+        self.vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
+        self.faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+        normals = vertex_normals(self.vertices, self.faces)
+        curv, valid = mean_curvature(self.vertices, self.faces, curvature_radius_mm, normals=normals)
+        self.curvature = fill_invalid(curv, valid, self.faces)
+        self.normals = smooth_normals(self.vertices, self.faces, normal_radius_mm) if normal_radius_mm > 0 else normals
+        self.colors = None
+        if vertex_colors is not None:
+            col = np.asarray(vertex_colors)
+            if col.shape != (len(self.vertices), 3):
+                raise ValueError(f"vertex_colors must be ({len(self.vertices)}, 3), got {col.shape}")
+            self.colors = col / 255.0 if np.issubdtype(col.dtype, np.integer) else col.astype(np.float64)
+
+    def render(self, view: ImageView) -> DceImage:
+        """Rasterize depth (mm), curvature (1/mm), elevation (rad) and colours in `view`."""
+        elev = elevation(self.normals @ view.rotation.T, (0.0, 0.0, 1.0))
+        iv = view.to_image(self.vertices)
+        attrs = [iv[:, 2:3], self.curvature[:, None], elev[:, None]]
+        if self.colors is not None:
+            attrs.append(self.colors)
+        img, mask = rasterize(iv, self.faces, np.hstack(attrs), view.height, view.width)
+        rgb = np.ascontiguousarray(img[..., 3:6]) if self.colors is not None else None
+        return DceImage(dce=np.ascontiguousarray(img[..., :3]), rgb=rgb, mask=mask)
+
+
 def encode_dce(vertices, faces, view: ImageView, vertex_colors=None,
-               curvature_radius_mm: float = CURVATURE_RADIUS_MM) -> DceImage:
+               curvature_radius_mm: float = CURVATURE_RADIUS_MM, normal_radius_mm: float = 0.0) -> DceImage:
     """Render a model-frame mesh (mm, CCW faces = outward normals) as a DCE image in `view`."""
-    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
-    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    normals = vertex_normals(v, f)
-    curv, valid = mean_curvature(v, f, curvature_radius_mm, normals=normals)
-    curv = _fill_invalid(curv, valid, f)
-    elev = elevation(normals @ view.rotation.T, (0.0, 0.0, 1.0))
-    iv = view.to_image(v)
-    attrs = [iv[:, 2:3], curv[:, None], elev[:, None]]
-    if vertex_colors is not None:
-        col = np.asarray(vertex_colors)
-        if col.shape != (len(v), 3):
-            raise ValueError(f"vertex_colors must be ({len(v)}, 3), got {col.shape}")
-        col = col / 255.0 if np.issubdtype(col.dtype, np.integer) else col.astype(np.float64)
-        attrs.append(col)
-    img, mask = rasterize(iv, f, np.hstack(attrs), view.height, view.width)
-    rgb = img[..., 3:6] if vertex_colors is not None else None
-    return DceImage(dce=np.ascontiguousarray(img[..., :3]), rgb=None if rgb is None else np.ascontiguousarray(rgb), mask=mask)
+    return DceSurface(vertices, faces, vertex_colors, curvature_radius_mm, normal_radius_mm).render(view)
 
 
 @dataclass

@@ -43,11 +43,11 @@ def face_normals(vertices, faces) -> np.ndarray:
 def vertex_normals(vertices, faces) -> np.ndarray:
     """Unit vertex normals, the area-weighted mean of incident face normals; (0,0,0) if isolated."""
     v, f = _as_mesh(vertices, faces)
-    return _vertex_normals_kernel(v, f)
+    return _vertex_normals_kernel(v, f, True)
 
 
 @numba.njit(cache=True, nogil=True)
-def _vertex_normals_kernel(v, f):
+def _vertex_normals_kernel(v, f, unit):
     acc = np.zeros((v.shape[0], 3))
     for t in range(f.shape[0]):
         a, b, c = f[t, 0], f[t, 1], f[t, 2]
@@ -60,6 +60,8 @@ def _vertex_normals_kernel(v, f):
             acc[i, 0] += nx
             acc[i, 1] += ny
             acc[i, 2] += nz
+    if not unit:
+        return acc
     for i in range(acc.shape[0]):
         norm = np.sqrt(acc[i, 0] ** 2 + acc[i, 1] ** 2 + acc[i, 2] ** 2)
         if norm > 0:
@@ -166,8 +168,9 @@ def _adjacency(f, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _ball_sums(v, ptr, idx, cols, radius):
-    """For each vertex, Σ cols over the connected part of the mesh inside the ball around it.
+def _ball_sums(v, ptr, idx, cols, radius, taper=False):
+    """For each vertex, Σ cols over the connected part of the mesh inside the ball around it
+    (weighted by 1 − d²/r² when `taper`, so the jagged rim of a discrete ball matters less).
 
     Walking the mesh (rather than a k-d tree) keeps the neighbourhood on the same sheet of
     surface: the upper lip never averages with the lower lip across an open mouth.
@@ -184,8 +187,11 @@ def _ball_sums(v, ptr, idx, cols, radius):
         while head < tail:
             u = queue[head]
             head += 1
+            wgt = 1.0
+            if taper:
+                wgt = 1.0 - ((v[u, 0] - v[i, 0]) ** 2 + (v[u, 1] - v[i, 1]) ** 2 + (v[u, 2] - v[i, 2]) ** 2) / r2
             for c in range(m):
-                out[i, c] += cols[u, c]
+                out[i, c] += wgt * cols[u, c]
             for e in range(ptr[u], ptr[u + 1]):
                 w = idx[e]
                 if stamp[w] == i:
@@ -230,6 +236,22 @@ def mean_curvature(vertices, faces, neighborhood_mm: float = 0.0, normals: np.nd
     valid = Aw > 0
     curv = np.divide(HA, Aw, out=np.zeros(n), where=valid)
     return curv, valid
+
+
+def smooth_normals(vertices, faces, radius_mm: float) -> np.ndarray:
+    """Unit normals averaged (area-weighted) over the mesh-connected ball of `radius_mm`.
+
+    The same neighbourhood as `mean_curvature(..., neighborhood_mm)`: on noisy scans the per-vertex
+    normal (and so the elevation channel) carries the noise of single triangles; this does not.
+    """
+    v, f = _as_mesh(vertices, faces)
+    n = len(v)
+    if n == 0 or not radius_mm or radius_mm <= 0:
+        return vertex_normals(v, f)
+    weighted = _vertex_normals_kernel(v, f, False)  # length = 2 × incident area
+    acc = _ball_sums(v, *_adjacency(f, n), weighted, float(radius_mm), True)
+    norm = np.linalg.norm(acc, axis=1, keepdims=True)
+    return np.divide(acc, norm, out=np.zeros_like(acc), where=norm > 0)
 
 
 def elevation(normals, view=(0.0, 0.0, 1.0)) -> np.ndarray:
