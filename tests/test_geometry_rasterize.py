@@ -82,3 +82,12 @@ def test_tilted_plane_depth():
     truth = np.tan(angle) * (cols + 0.5 - 32) + 2.0
     assert mask[3:61, 3:61].all()
     assert np.allclose(img[..., 0][mask], truth[mask], atol=1e-4)
+
+
+def test_non_finite_and_huge_triangles_are_safe():
+    verts = np.array([[1, 1, 0], [9, 1, 0], [1, 9, 0],            # a normal triangle
+                      [np.nan, 2, 0], [5, 5, 0], [6, 2, 0],       # NaN column
+                      [-1e15, -1e15, -5], [1e15, -1e15, -5], [0, 1e15, -5]])  # covers everything, behind
+    img, mask = rasterize(verts, [[0, 1, 2], [3, 4, 5], [6, 7, 8]], np.array([1, 1, 1, 2, 2, 2, 3, 3, 3.0]), 10, 10)
+    assert mask.all()
+    assert img[2, 2, 0] == 1.0 and img[8, 8, 0] == 3.0

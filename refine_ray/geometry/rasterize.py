@@ -22,16 +22,19 @@ def _zbuffer(verts, faces, height, width):
         x0, y0, z0 = verts[i0, 0], verts[i0, 1], verts[i0, 2]
         x1, y1, z1 = verts[i1, 0], verts[i1, 1], verts[i1, 2]
         x2, y2, z2 = verts[i2, 0], verts[i2, 1], verts[i2, 2]
+        if not (np.isfinite(x0) and np.isfinite(x1) and np.isfinite(x2) and np.isfinite(y0) and np.isfinite(y1)
+                and np.isfinite(y2) and np.isfinite(z0) and np.isfinite(z1) and np.isfinite(z2)):
+            continue
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        if not (abs(area) > 1e-12):  # degenerate or NaN
+        if not (abs(area) > 1e-12):  # degenerate
             continue
-        if not (np.isfinite(z0) and np.isfinite(z1) and np.isfinite(z2)):
-            continue
-        # pixel centres c+0.5 inside [min, max]  →  c in [ceil(min-0.5), floor(max-0.5)]
-        cmin = max(int(np.ceil(min(x0, x1, x2) - 0.5)), 0)
-        cmax = min(int(np.floor(max(x0, x1, x2) - 0.5)), width - 1)
-        rmin = max(int(np.ceil(min(y0, y1, y2) - 0.5)), 0)
-        rmax = min(int(np.floor(max(y0, y1, y2) - 0.5)), height - 1)
+        # pixel centres c+0.5 inside [min, max]  →  c in [ceil(min-0.5), floor(max-0.5)]; clip before int()
+        cmin = int(np.ceil(min(max(min(x0, x1, x2) - 0.5, -1.0), width + 1.0)))
+        cmax = int(np.floor(max(min(max(x0, x1, x2) - 0.5, width + 1.0), -1.0)))
+        rmin = int(np.ceil(min(max(min(y0, y1, y2) - 0.5, -1.0), height + 1.0)))
+        rmax = int(np.floor(max(min(max(y0, y1, y2) - 0.5, height + 1.0), -1.0)))
+        cmin, rmin = max(cmin, 0), max(rmin, 0)
+        cmax, rmax = min(cmax, width - 1), min(rmax, height - 1)
         if cmin > cmax or rmin > rmax:
             continue
         inv = 1.0 / area
