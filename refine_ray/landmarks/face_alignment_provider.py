@@ -1,0 +1,154 @@
+"""2D landmarks detected by the face-alignment package (Bulat & Tzimiropoulos 2017, as in the paper).
+
+The network runs on whole batches of photos (the package's own API batches only the faces within one
+image), using the package's crop and heat-map decoding so the results match `get_landmarks_from_image`.
+Weights come from torch hub's cache; when they are absent and may not be downloaded, we stop with an
+error that says exactly which files to pre-cache where.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from refine_ray.landmarks.base import LandmarkError, LandmarkProvider
+
+
+class LandmarkWeightsMissing(RuntimeError):
+    """face-alignment's weights are not in the torch hub cache (and downloading is off or failed)."""
+
+
+def required_weights(detector: str = "sfd") -> list[tuple[str, str]]:
+    """[(url, cache path)] of the files face-alignment loads for 2D landmarks (and the SFD detector)."""
+    import torch.hub
+    from face_alignment import api
+
+    urls = [api.models_urls["2DFAN-4"]]
+    if detector == "sfd":
+        from face_alignment.detection.sfd import sfd_detector
+        urls.append(sfd_detector.models_urls["s3fd"])
+    ckpt = os.path.join(torch.hub.get_dir(), "checkpoints")
+    return [(u, os.path.join(ckpt, os.path.basename(u))) for u in urls]
+
+
+def _missing_weights_message(missing: list[tuple[str, str]], reason: str) -> str:
+    lines = [f"face-alignment weights are not available ({reason}). Pre-cache them on a machine with internet:"]
+    for url, path in missing:
+        lines.append(f"  {url}\n    -> {path}")
+    lines.append("e.g. `python -c \"import face_alignment as fa; fa.FaceAlignment(fa.LandmarksType.TWO_D, "
+                 "device='cpu')\"` once, or download the files with curl into that folder; workers read "
+                 "$TORCH_HOME/hub/checkpoints (set TORCH_HOME to a shared folder to share the cache).")
+    return "\n".join(lines)
+
+
+class FaceAlignmentLandmarks(LandmarkProvider):
+    """`face_alignment.FaceAlignment(LandmarksType.TWO_D, device=…)`, created lazily (once per worker).
+
+    detector: "sfd" (the package's face detector, picks the highest-scoring face) or "full_image" (the
+    photo is already a face crop — e.g. FRGC/Bosphorus frontal photos; no detector weights needed).
+    """
+
+    name = "face_alignment"
+
+    def __init__(self, device: str = "cpu", batch_size: int = 8, detector: str = "full_image",
+                 flip_input: bool = False, allow_download: bool = False):
+        if detector not in ("sfd", "full_image"):
+            raise ValueError(f"detector must be 'sfd' or 'full_image', got {detector!r}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.device, self.batch_size, self.detector = device, int(batch_size), detector
+        self.flip_input, self.allow_download = bool(flip_input), bool(allow_download)
+        self._fa = None
+
+    # ------------------------------------------------------------------ setup
+    def _model(self):
+        if self._fa is not None:
+            return self._fa
+        import face_alignment
+
+        missing = [(u, p) for u, p in required_weights(self.detector) if not os.path.exists(p)]
+        if missing and not self.allow_download:
+            raise LandmarkWeightsMissing(_missing_weights_message(missing, "downloading is disabled: allow_download=False"))
+        try:
+            self._fa = face_alignment.FaceAlignment(
+                face_alignment.LandmarksType.TWO_D, device=self.device, flip_input=self.flip_input,
+                face_detector="sfd" if self.detector == "sfd" else "folder", compile=False,
+                max_batch_size=self.batch_size)
+        except (OSError, RuntimeError, ValueError) as exc:   # URLError is an OSError
+            still = [(u, p) for u, p in required_weights(self.detector) if not os.path.exists(p)]
+            if still:
+                raise LandmarkWeightsMissing(_missing_weights_message(still, f"download failed: {exc}")) from exc
+            raise
+        return self._fa
+
+    # -------------------------------------------------------------- inference
+    def _boxes(self, fa, photos) -> list:
+        if self.detector == "full_image":
+            return [np.array([0.0, 0.0, p.shape[1], p.shape[0]]) for p in photos]
+        import torch
+        boxes = []
+        for p in photos:   # the SFD detector's batch mode needs equal sizes; photos of a dataset vary
+            found = fa.face_detector.detect_from_batch(torch.from_numpy(np.ascontiguousarray(p.transpose(2, 0, 1)))[None].float())
+            found = found[0] if len(found) else []
+            boxes.append(None if len(found) == 0 else np.asarray(max(found, key=lambda b: b[4]))[:4])
+        return boxes
+
+    def _predict(self, fa, photos, boxes) -> list[np.ndarray]:
+        import torch
+        from face_alignment.utils import CENTER_Y_OFFSET, crop, flip, get_preds_fromhm
+
+        crops, centers, scales = [], [], []
+        for img, d in zip(photos, boxes):
+            center = np.array([d[2] - (d[2] - d[0]) / 2.0, d[3] - (d[3] - d[1]) / 2.0])
+            center[1] = center[1] - (d[3] - d[1]) * CENTER_Y_OFFSET
+            scale = (d[2] - d[0] + d[3] - d[1]) / fa.face_detector.reference_scale
+            crops.append(crop(img, center, scale).transpose((2, 0, 1)).astype(np.float32) / 255.0)
+            centers.append(center)
+            scales.append(scale)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(crops), self.batch_size):
+                x = torch.from_numpy(np.stack(crops[start:start + self.batch_size])).to(fa.device, dtype=fa.dtype)
+                hm = fa.face_alignment_net(x)
+                hm = hm[-1] if isinstance(hm, list) else hm
+                if self.flip_input:
+                    hf = fa.face_alignment_net(flip(x))
+                    hm = hm + flip(hf[-1] if isinstance(hf, list) else hf, is_label=True)
+                hm = hm.detach().to("cpu", torch.float32).numpy()
+                for i in range(len(hm)):
+                    k = start + i
+                    _, pts_img, _ = get_preds_fromhm(hm[i:i + 1], centers[k], scales[k])
+                    # the package returns integer pixel indices (col, row); our convention puts the
+                    # centre of pixel c at c + 0.5
+                    out.append(np.asarray(pts_img, dtype=np.float64).reshape(68, 2) + 0.5)
+        return out
+
+    def landmarks_for_batch(self, scans, photos=None) -> list:
+        photos = photos if photos is not None else [getattr(s, "photo", None) for s in scans]
+        results: list = [None] * len(scans)
+        todo = []
+        for i, (scan, photo) in enumerate(zip(scans, photos)):
+            if photo is None:
+                results[i] = LandmarkError(scan.source, "no photo to detect landmarks on")
+            elif photo.ndim != 3 or photo.shape[2] != 3:
+                results[i] = LandmarkError(scan.source, f"photo must be (H, W, 3) RGB, got {photo.shape}")
+            else:
+                todo.append(i)
+        if todo:
+            fa = self._model()
+            imgs = [np.asarray(photos[i]) for i in todo]
+            boxes = self._boxes(fa, imgs)
+            keep = [j for j, b in enumerate(boxes) if b is not None]
+            for j, b in enumerate(boxes):
+                if b is None:
+                    results[todo[j]] = LandmarkError(scans[todo[j]].source, "face detector found no face in the photo")
+            preds = self._predict(fa, [imgs[j] for j in keep], [boxes[j] for j in keep]) if keep else []
+            for j, p in zip(keep, preds):
+                results[todo[j]] = p
+        return results
+
+    def landmarks_for(self, scan, photo: np.ndarray | None = None) -> np.ndarray:
+        result = self.landmarks_for_batch([scan], [photo if photo is not None else getattr(scan, "photo", None)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
