@@ -106,3 +106,22 @@ def read_registered(uri: str, landmarks=None) -> tuple[np.ndarray, np.ndarray, n
         verts.append(np.asarray(mesh.vertices, dtype=np.float64))
     V = np.stack(verts)
     return V, faces, _landmarks(landmarks, V.shape[1], uri)
+
+
+def build_model_job(registered: str | None, out: str, n_components: int, landmarks=None,
+                    synthetic_subjects: int = 200, seed: int = 0, align: bool = True) -> dict:
+    """What `jobs/build_3dmm.py` does: read (or synthesize) registered meshes, PCA, write `out` atomically."""
+    if registered:
+        vertices, faces, lmk = read_registered(registered, landmarks=landmarks)
+        name = f"pca-{os.path.basename(str(registered).rstrip('/'))}-k{n_components}"
+    else:
+        from refine_ray.synth.face import registered_population
+        vertices, faces, lmk = registered_population(synthetic_subjects, seed, expressions=True)
+        name = f"synthetic-pca-n{synthetic_subjects}-k{n_components}-s{seed}"
+    model = build_pca_model(vertices, faces, lmk, n_components, align=align, name=name)
+    model.save_npz(out)
+    return {"out": str(out), "name": model.name, "training_meshes": int(len(vertices)),
+            "vertices": model.n_vertices, "components": model.n_shape,
+            "explained_variance": round(model.meta["explained_variance"], 6),
+            "landmarks_defined": int((model.landmark_index >= 0).sum()),
+            "first_std_mm_rms": round(float(model.shape_std[0] / np.sqrt(model.n_vertices)), 4)}
