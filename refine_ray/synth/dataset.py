@@ -44,7 +44,7 @@ class ScanRecord:
     yaw: float
     pitch: float
     roll: float
-    uri: str
+    path: str            # primary file, relative to the dataset root
 
 
 def subject_identity(fmt: str, subject: int, seed: int) -> Identity:
@@ -83,14 +83,15 @@ def synthesize_subject(fmt: str, subject: int, scans_per_subject: int, seed: int
             code = OCCLUSION_CODES[occ] if occ else {v: c for c, v in EXPRESSION_CODES.items()}[expr]
             name = f"{subj}_{code}_{used.get(code, 0)}"
             used[code] = used.get(code, 0) + 1
-        primary = storage.join(folder, name + (".abs.gz" if fmt == "frgc" else ".bnt"))
+        rel = (name if fmt == "frgc" else f"{subj}/{name}") + (".abs.gz" if fmt == "frgc" else ".bnt")
+        primary = storage.join(out, *rel.split("/"))
         face = make_face(ident, subj, expr, inten)
         scan = render_scan(face, FRGC if fmt == "frgc" else BOSPHORUS, rng, occlusion=occ)
         if not storage.exists(primary):
             (write_frgc_scan if fmt == "frgc" else write_bosphorus_scan)(folder, name, scan)
         m = scan.meta
         rows.append(asdict(ScanRecord(name, subj, fmt, expr, round(inten, 4), occ or "", round(ident.age, 1),
-                                      round(m["yaw"], 3), round(m["pitch"], 3), round(m["roll"], 3), primary)))
+                                      round(m["yaw"], 3), round(m["pitch"], 3), round(m["roll"], 3), rel)))
     return rows
 
 
@@ -131,7 +132,7 @@ def synthesize_dataset(fmt: str, subjects: int, scans_per_subject: int, out: str
     if preview:
         from refine_ray.synth.preview import contact_sheet
 
-        summary["preview"] = contact_sheet([r["uri"] for r in rows], storage.join(out, "preview.png"))
+        summary["preview"] = contact_sheet([storage.join(out, *r["path"].split("/")) for r in rows], storage.join(out, "preview.png"))
     storage.atomic_write_text(storage.join(out, "synthesis.json"), json.dumps(summary, indent=2))
     return summary
 

@@ -65,7 +65,7 @@ def detail_at(pq: np.ndarray, identity: Identity, actions: dict | None = None) -
 
     # forehead furrows: 3–5 wavy horizontal grooves, deeper with age and raised brows
     raise_ = max(a("inner_brow_raise", 0.0), a("outer_brow_raise", 0.0))
-    amp = min(1.5, (0.12 + 0.7 * age) * (0.35 + 1.3 * raise_))
+    amp = min(1.5, (0.12 + 0.7 * age) * (0.5 + 0.9 * raise_))
     n_lines = int(rng.integers(3, 6))
     taper = np.exp(-((p / 0.5) ** 4))
     for k in range(n_lines):
@@ -112,7 +112,7 @@ def detail_at(pq: np.ndarray, identity: Identity, actions: dict | None = None) -
     # pores / micro-relief: band-pass noise, stronger on nose and cheeks, fading at the outline
     tex = _pore_texture(identity.seed)
     coords = np.stack([(q + 1) / 2 * (_TEX - 1), (p + 1) / 2 * (_TEX - 1)])
-    region = 0.05 + 0.06 * np.exp(-0.5 * ((ap - 0.45) / 0.2) ** 2) * np.exp(-0.5 * ((q + 0.1) / 0.25) ** 2)
+    region = 0.07 + 0.07 * np.exp(-0.5 * ((ap - 0.45) / 0.2) ** 2) * np.exp(-0.5 * ((q + 0.1) / 0.25) ** 2)
     region += 0.05 * np.exp(-0.5 * ((p / 0.12) ** 2 + ((q + 0.1) / 0.12) ** 2))
     d += region * (0.7 + 0.6 * age) * map_coordinates(tex, coords, order=1, mode="nearest")
 
