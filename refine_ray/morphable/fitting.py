@@ -59,6 +59,14 @@ class _Precomputed:
         self.n_shape, self.n_expr = model.n_shape, model.n_expr
         self.cand_rows = np.where(cand >= 0, np.vectorize(lambda v: self.row_of.get(int(v), 0))(cand), -1)
         self.lmk_rows = np.array([self.row_of[int(v)] if v >= 0 else -1 for v in model.landmark_index])
+        safe = np.maximum(self.cand_rows, 0)
+        self.cand_mean = self.mean[safe]                                         # (17, M, 3)
+        self.cand_basis = np.ascontiguousarray(self.basis[safe]).reshape(-1, self.basis.shape[2])  # (17·M·3, P)
+        # whole-mesh synthesis in float32: the final instance is memory-bound (V·3·P values)
+        full = [(model.shape_basis.reshape(model.n_shape, -1) * model.shape_std[:, None]).astype(np.float32)]
+        if model.n_expr:
+            full.append((model.expr_basis.reshape(model.n_expr, -1) * model.expr_std[:, None]).astype(np.float32))
+        self.full_basis = np.concatenate(full, axis=0)                          # (P, 3V)
 
 
 _CACHE: "weakref.WeakKeyDictionary[MorphableModel, _Precomputed]" = weakref.WeakKeyDictionary()
@@ -107,7 +115,7 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
     def contour_rows(pose, coeffs):
         if follow_contour and jaw_valid.any():
             cr = pre.cand_rows
-            cand = pre.mean[np.maximum(cr, 0)] + basis[np.maximum(cr, 0)] @ coeffs   # (17, M, 3)
+            cand = pre.cand_mean + (pre.cand_basis[:, :P] @ coeffs).reshape(pre.cand_mean.shape)   # (17, M, 3)
             pick = select_contour(cand @ pose.rotation[0], pre.candidates)
             rows[jaw] = cr[np.arange(len(jaw)), pick]
 
@@ -163,12 +171,13 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
             if s_new > 0:
                 new_cost = cost_of(R_new, s_new, t_new, c_new)[0]
                 if new_cost < cost:
+                    converged = cost - new_cost < 1e-10 * cost
                     R, s, t, coeffs, cost = R_new, s_new, t_new, c_new, new_cost
                     mu = max(mu / 3, 1e-9)
                     improved = True
                     break
             mu *= 10
-        if not improved or float(np.abs(step).max()) < 1e-9:
+        if not improved or converged:
             break
     pose = ScaledOrthographic(s, R, t)
     X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
@@ -176,7 +185,8 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
 
     shape = coeffs[: pre.n_shape]
     expr = coeffs[pre.n_shape:] if use_expr else np.zeros(pre.n_expr)
-    vertices = model.instance(shape, expr)
+    full = coeffs.astype(np.float32) @ pre.full_basis[:P]
+    vertices = model.mean + full.reshape(-1, 3)
     vertex_ids = np.where(rows >= 0, pre.vertex_ids[np.maximum(rows, 0)], -1)
     vertex_ids[model.landmark_index < 0] = -1
     lm3 = np.full((N_LANDMARKS, 3), np.nan)
