@@ -21,16 +21,19 @@ import numpy as np  # noqa: E402
 from refine_ray.geometry import (  # noqa: E402
     CURVATURE_RADIUS_MM,
     ImageView,
+    ScaledOrthographic,
+    crop_face,
     encode_dce,
     mean_curvature,
+    median_filter_outliers,
     mesh_from_grid,
     rasterize,
     vertex_normals,
 )
 
 
-def synthetic_scan(n_vertices: int, seed: int = 0):
-    """A face-sized range grid (~160×200 mm, an ellipsoid with a nose and 0.05 mm noise), meshed."""
+def synthetic_grid(n_vertices: int, seed: int = 0):
+    """A face-sized range grid (~160×200 mm, an ellipsoid with a nose and 0.05 mm noise) + validity."""
     side = int(np.sqrt(n_vertices * 200 / 160 / 0.87))  # ~13 % of the grid falls outside the face outline
     rows, cols = int(side * 160 / 200), side
     x, y = np.meshgrid(np.linspace(-80, 80, cols), np.linspace(100, -100, rows))
@@ -39,7 +42,12 @@ def synthetic_scan(n_vertices: int, seed: int = 0):
     z += np.random.default_rng(seed).normal(scale=0.05, size=z.shape)
     grid = np.stack([x, y, z - 90], axis=2)
     valid = (x / 80) ** 2 + (y / 100) ** 2 < 1.2
-    v, f, _ = mesh_from_grid(grid, valid)
+    return grid, valid
+
+
+def synthetic_scan(n_vertices: int, seed: int = 0):
+    """The synthetic grid as a mesh (vertices, faces)."""
+    v, f, _ = mesh_from_grid(*synthetic_grid(n_vertices, seed))
     return v, f
 
 
@@ -64,7 +72,10 @@ def main():
         numba.set_num_threads(1)
     except Exception:  # noqa: BLE001 - numba without threading layer: already single-threaded
         pass
-    v, f = synthetic_scan(args.vertices)
+    grid, valid = synthetic_grid(args.vertices)
+    v, f, _ = mesh_from_grid(grid, valid)
+    contour = np.array([[-70.0, -95.0], [70.0, -95.0], [75.0, 60.0], [0.0, 110.0], [-75.0, 60.0]])
+    identity = ScaledOrthographic(1.0, np.eye(3), np.zeros(2))
     view = ImageView(scale_px_per_mm=1.2, height=256, width=256)
     iv = view.to_image(v)
     attrs = np.random.default_rng(1).normal(size=(len(v), 3))
@@ -73,6 +84,9 @@ def main():
     iv_big = big.to_image(v)
     print(f"mesh: {len(v)} vertices, {len(f)} triangles; one thread; median / min of {args.repeats} runs (ms)")
     rows = [
+        ("mesh_from_grid", lambda: mesh_from_grid(grid, valid)),
+        ("crop_face (sphere + contour)", lambda: crop_face(v, f, [0, -5, 0], 95.0, contour, identity)),
+        ("median_filter_outliers", lambda: median_filter_outliers(v, f)),
         ("vertex normals", lambda: vertex_normals(v, f)),
         ("mean curvature, per vertex (cotangent)", lambda: mean_curvature(v, f, 0.0, normals=normals)),
         (f"mean curvature, {CURVATURE_RADIUS_MM} mm ball (default)",

@@ -6,10 +6,12 @@ the landmarks, so the jaw line is followed per person instead of a sphere that i
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from matplotlib.path import Path
 
 from refine_ray.geometry.projection import ScaledOrthographic
+from refine_ray.geometry.surface import _adjacency
 
 JAW = tuple(range(0, 17))  # iBUG 0..16, right ear → chin → left ear (subject's view)
 BROWS = tuple(range(17, 27))
@@ -78,16 +80,47 @@ def crop_face(vertices, faces, nose_tip, radius_mm: float, contour_plane=None,
     return v[kept_index], f[(f >= 0).all(axis=1)], kept_index
 
 
-def _neighbours(n, faces, max_degree=16):
-    """(n, max_degree) padded one-ring vertex indices (-1 = none)."""
-    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e = np.unique(np.concatenate([e, e[:, ::-1]]), axis=0)  # sorted by source vertex
-    start = np.searchsorted(e[:, 0], np.arange(n))
-    rank = np.arange(len(e)) - start[e[:, 0]]
-    sel = rank < max_degree
-    nb = np.full((n, max_degree), -1, dtype=np.int64)
-    nb[e[sel, 0], rank[sel]] = e[sel, 1]
-    return nb
+@numba.njit(cache=True, nogil=True)
+def _sorted_prefix(buf, k):
+    """Insertion sort of buf[:k] in place (rings are small: a dozen entries)."""
+    for a in range(1, k):
+        x = buf[a]
+        b = a - 1
+        while b >= 0 and buf[b] > x:
+            buf[b + 1] = buf[b]
+            b -= 1
+        buf[b + 1] = x
+
+
+@numba.njit(cache=True, nogil=True)
+def _ring_medians(v, ptr, idx):
+    """Coordinate-wise median of each vertex's distinct one-ring neighbours (NaN if fewer than 3)."""
+    n = v.shape[0]
+    out = np.full((n, 3), np.nan)
+    width = 0
+    for i in range(n):
+        width = max(width, ptr[i + 1] - ptr[i])
+    ring = np.empty(width, dtype=np.int64)
+    vals = np.empty(width)
+    for i in range(n):
+        k = 0
+        for e in range(ptr[i], ptr[i + 1]):
+            ring[k] = idx[e]
+            k += 1
+        _sorted_prefix(ring, k)
+        m = 0
+        for a in range(k):  # drop duplicates (an interior edge is listed twice)
+            if m == 0 or ring[a] != ring[m - 1]:
+                ring[m] = ring[a]
+                m += 1
+        if m < 3:
+            continue
+        for c in range(3):
+            for a in range(m):
+                vals[a] = v[ring[a], c]
+            _sorted_prefix(vals, m)
+            out[i, c] = vals[m // 2] if m % 2 else 0.5 * (vals[m // 2 - 1] + vals[m // 2])
+    return out
 
 
 def median_filter_outliers(vertices, faces, threshold_mm: float | None = None, iterations: int = 2):
@@ -104,18 +137,14 @@ def median_filter_outliers(vertices, faces, threshold_mm: float | None = None, i
     outlier = np.zeros(len(v), dtype=bool)
     if len(f) == 0:
         return v, outlier
-    nb = _neighbours(len(v), f)
+    ptr, idx = _adjacency(f, len(v))
     if threshold_mm is None:
         edges = np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2)
         threshold_mm = 3.0 * float(np.median(edges))
-    has = nb >= 0
     for _ in range(max(1, int(iterations))):
-        pos = np.where(has[..., None], v[np.maximum(nb, 0)], np.nan)
-        counted = has.sum(axis=1) >= 3
-        med = np.full((len(v), 3), np.nan)
-        med[counted] = np.nanmedian(pos[counted], axis=1)
+        med = _ring_medians(v, ptr, idx)
         dev = np.linalg.norm(v - med, axis=1)
-        bad = counted & (dev > threshold_mm)
+        bad = np.isfinite(dev) & (dev > threshold_mm)
         if not bad.any():
             break
         v[bad] = med[bad]
