@@ -71,10 +71,11 @@ def estimate_scaled_orthographic(plane_2d: np.ndarray, points_3d: np.ndarray) ->
     x, X = x[keep], X[keep]
     if len(x) < 4:
         raise ValueError(f"need at least 4 valid 2D-3D correspondences, got {len(x)}")
-    A = np.hstack([X, np.ones((len(X), 1))])
-    sol, _, rank, _ = np.linalg.lstsq(A, x, rcond=None)
-    if rank < 4:
+    spread = np.linalg.svd(X - X.mean(axis=0), compute_uv=False)
+    if not spread[2] > 1e-6 * max(spread[0], 1e-300):
         raise ValueError("2D-3D correspondences are degenerate (the 3D points are coplanar or collinear)")
+    A = np.hstack([X, np.ones((len(X), 1))])
+    sol = np.linalg.lstsq(A, x, rcond=None)[0]
     P = sol[:3].T  # (2, 3)
     u, sv, vt = np.linalg.svd(P, full_matrices=False)
     r12 = u @ vt  # (2, 3) orthonormal rows
