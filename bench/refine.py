@@ -1,0 +1,111 @@
+"""Refinement throughput: images/s of the predictor inside Ray Data (jobs/refine.py's pipeline) against a
+plain PyTorch loop over the same shards on the same device (goal: Ray Data ≥ 0.9× the plain loop).
+
+  python bench/refine.py [--images 512] [--size 64] [--batch-size 32] [--gpu --bf16 --channels-last]
+
+Both sides run the same per-unit code (read shard → decode → generator → metrics → write shards);
+the plain loop calls it in this process, Ray Data through the actor pool (model load and actor start
+included, as a user sees it). Also prints the bare generator forward rate. The model is a randomly
+initialised progressive generator of the paper's widths (max_channels 128) at --size.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def make_checkpoint(uri: str, size: int, channels: int) -> None:
+    from refine_ray.training import checkpoints as ckpt
+    from refine_ray.training.analytic_data import NORMALIZATION
+    from refine_ray.training.config import ModelConfig, TrainConfig
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(model=ModelConfig(generator_input="DCE", max_resolution=size, max_channels=channels))
+    gen, _ = ckpt.build_networks(cfg.model_dump(mode="json"))
+    stage = int(np.log2(size)) - 2
+    ckpt.save_checkpoint(uri, {"format": ckpt.FORMAT, "kind": "progressive", "stage": stage, "resolution": size,
+                               "ema": gen.state_dict(), "config": cfg.model_dump(mode="json"),
+                               "normalization": NORMALIZATION.to_dict(), "code_version": "bench"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--size", type=int, default=64, help="image side = model resolution (paper: 256)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rows-per-shard", type=int, default=64)
+    p.add_argument("--max-channels", type=int, default=128)
+    p.add_argument("--gpu", action="store_true")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    args = p.parse_args(argv)
+
+    import ray
+
+    from refine_ray.inference.batch import find_input_shards, run_refine
+    from refine_ray.inference.config import RefineConfig
+    from refine_ray.inference.model import Predictor, depth_range_mm
+    from refine_ray.inference.units import plan_units, process_unit
+    from refine_ray.training.analytic_data import NORMALIZATION, write_analytic_dataset
+    from refine_ray.training.checkpoints import load_refiner
+
+    device = "cuda" if args.gpu else "cpu"
+    precision = "bf16" if args.bf16 else "fp32"
+    work = tempfile.mkdtemp(prefix="bench-refine-")
+    try:
+        data, ck = os.path.join(work, "data"), os.path.join(work, "ck.pt")
+        write_analytic_dataset(data, n_train=0, n_test=args.images, size=args.size, rows_per_shard=args.rows_per_shard)
+        make_checkpoint(ck, args.size, args.max_channels)
+        print(f"device={device} precision={precision} channels_last={args.channels_last} images={args.images} "
+              f"size={args.size}² batch={args.batch_size} torch_threads={torch.get_num_threads()}")
+
+        refiner = load_refiner(ck)
+        pred = Predictor(refiner, device=device, precision=precision, channels_last=args.channels_last)
+        x = np.random.default_rng(0).uniform(-1, 1, (args.batch_size, args.size, args.size, 3)).astype(np.float32)
+        pred(x)  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 5.0:
+            pred(x)
+            n += args.batch_size
+        if args.gpu:
+            torch.cuda.synchronize()
+        fwd = n / (time.perf_counter() - t0)
+        print(f"generator forward only:            {fwd:9.1f} img/s")
+
+        units, _ = plan_units(find_input_shards(data, "test"))
+        out_plain = os.path.join(work, "plain")
+        t0 = time.perf_counter()
+        done = sum(process_unit(u, pred, depth_range_mm(NORMALIZATION.to_dict()), out_plain, args.batch_size)
+                   ["samples_refined"] for u in units)
+        plain = done / (time.perf_counter() - t0)
+        print(f"plain PyTorch loop (same units):   {plain:9.1f} img/s  ({done} images)")
+
+        ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        cfg = RefineConfig(checkpoint=ck, input=data, output=os.path.join(work, "ray"), split="test",
+                           batch_size=args.batch_size, gpu=args.gpu, precision=precision,
+                           channels_last=args.channels_last, num_actors=1,
+                           cpus_per_actor=float(torch.get_num_threads()) if not args.gpu else 1.0)
+        cfg.report.enabled = False
+        t0 = time.perf_counter()
+        res = run_refine(cfg)
+        rd = res.samples_refined / (time.perf_counter() - t0)
+        print(f"Ray Data actor pool (1 actor):     {rd:9.1f} img/s  ({res.samples_refined} images, incl. actor start)")
+        print(f"ratio Ray Data / plain loop:       {rd / plain:9.2f}  (goal >= 0.9)")
+        ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
