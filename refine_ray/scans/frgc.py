@@ -2,17 +2,18 @@
 
 Layout: `480 rows`, `640 columns`, `pixels (flag X Y Z):`, then four lines of rows×cols values —
 flags, X, Y, Z — row-major, top row first; X/Y/Z of invalid pixels = -999999.
-Parsing is one `np.fromstring` call over the body (C speed, ≈1.2 M numbers in ~0.1 s), never a
-Python loop; every inconsistency becomes a ScanFormatError naming the file.
+Parsing runs pandas' C tokenizer over each data line (≈1.2 M numbers in ~0.1 s), never a Python
+loop; every inconsistency becomes a ScanFormatError naming the file.
 """
 from __future__ import annotations
 
 import gzip
+import io
 import re
-import warnings
 import zlib
 
 import numpy as np
+import pandas as pd
 
 from refine_ray.scans.record import ScanFormatError
 
@@ -29,6 +30,34 @@ def decompress_if_gz(data: bytes, source: str) -> bytes:
     return data
 
 
+def _parse_numbers(line: bytes, source: str, what: str) -> np.ndarray:
+    """One whitespace-separated line of numbers → float64, with pandas' C tokenizer (≈30 ms per 300k values).
+
+    np.fromstring / np.loadtxt take 3–8× longer on the same line; Python-level splitting longer still.
+    """
+    line = line.strip()
+    if not line:
+        return np.empty(0)
+    try:
+        col = pd.read_csv(io.BytesIO(line.replace(b"\t", b" ").replace(b" ", b"\n")), header=None, engine="c",
+                          dtype=np.float64, skip_blank_lines=True, na_filter=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise ScanFormatError(source, f"non-numeric value in the {what} line ({str(exc)[:80]})") from None
+    return col.to_numpy()[:, 0]
+
+
+def _fast_flags(line: bytes, n: int) -> np.ndarray | None:
+    """The flag line as written by the scanner software ('0 1 1 0 …', single spaces): a byte view, no parsing."""
+    line = line.strip()
+    if len(line) != 2 * n - 1:
+        return None
+    b = np.frombuffer(line, dtype=np.uint8)
+    digits, gaps = b[0::2], b[1::2]
+    if not ((gaps == 32).all() and ((digits == 48) | (digits == 49)).all()):
+        return None
+    return (digits - 48).astype(np.float64)
+
+
 def parse_abs(data: bytes, source: str = "<abs>") -> tuple[np.ndarray, np.ndarray]:
     """`.abs` bytes (gzip or plain) → (grid (H,W,3) float64 mm with NaN where invalid, valid (H,W) bool)."""
     data = decompress_if_gz(data, source)
@@ -40,18 +69,17 @@ def parse_abs(data: bytes, source: str = "<abs>") -> tuple[np.ndarray, np.ndarra
         raise ScanFormatError(source, f"implausible grid size {rows}×{cols}")
     body = data[m.end():]
     n = rows * cols
-    lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
-    if lines != 4:
-        raise ScanFormatError(source, f"expected 4 data lines (flag, X, Y, Z), found {lines} (truncated?)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            values = np.fromstring(body, dtype=np.float64, sep=" ")   # C parser, one pass
-    except ValueError:   # numpy ≥ 2.x raises on a token that is not a number
-        raise ScanFormatError(source, "non-numeric value in the data lines") from None
-    if values.size != 4 * n:
-        raise ScanFormatError(source, f"expected {4 * n} numbers for a {rows}×{cols} grid, parsed {values.size} "
-                                      "(truncated file or a non-numeric value)")
+    lines = body.rstrip(b"\r\n").split(b"\n")
+    if len(lines) != 4:
+        raise ScanFormatError(source, f"expected 4 data lines (flag, X, Y, Z), found {len(lines)} (truncated?)")
+    values = np.empty((4, n))
+    for k, (line, what) in enumerate(zip(lines, ("flag", "X", "Y", "Z"))):
+        parsed = _fast_flags(line, n) if k == 0 else None
+        parsed = _parse_numbers(line, source, what) if parsed is None else parsed
+        if parsed.size != n:
+            raise ScanFormatError(source, f"{what} line holds {parsed.size} values, expected {rows}×{cols} = {n} "
+                                          "(truncated or inconsistent file)")
+        values[k] = parsed
     flags, x, y, z = values.reshape(4, rows, cols)
     if not np.isin(flags, (0.0, 1.0)).all():
         raise ScanFormatError(source, "flag line holds values other than 0 and 1")
