@@ -133,3 +133,13 @@ def test_smooth_normals_exact_on_sphere_and_robust_to_noise():
     noisy = v + np.random.default_rng(1).normal(scale=0.05, size=v.shape)
     raw, smooth = worst_deg(vertex_normals(noisy, f)), worst_deg(smooth_normals(noisy, f, 2.0))
     assert smooth < 3.0 and raw > 2 * smooth
+
+
+def test_one_ring_adjacency_matches_trimesh():
+    from refine_ray.geometry.surface import _adjacency
+
+    v, f = sphere_cap(30.0, 10.0, 1.0)
+    ptr, idx = _adjacency(f, len(v))
+    neighbours = trimesh.Trimesh(v, f, process=False).vertex_neighbors
+    for i in range(len(v)):
+        assert list(idx[ptr[i]:ptr[i + 1]]) == sorted(neighbours[i])

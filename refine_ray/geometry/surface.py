@@ -149,7 +149,7 @@ def _cotangent_kernel(v, f, labels):
 
 @numba.njit(cache=True, nogil=True)
 def _adjacency(f, n):
-    """CSR one-ring adjacency (an interior edge appears twice; harmless for a search)."""
+    """CSR one-ring adjacency, each neighbour once, sorted."""
     deg = np.zeros(n + 1, dtype=np.int64)
     for t in range(f.shape[0]):
         for k in range(3):
@@ -164,7 +164,24 @@ def _adjacency(f, n):
             fill[a] += 1
             idx[fill[b]] = a
             fill[b] += 1
-    return ptr, idx
+    # sort each row (insertion sort: rows hold about a dozen entries) and drop repeats
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        lo, hi = ptr[i], ptr[i + 1]
+        for a in range(lo + 1, hi):
+            x = idx[a]
+            b = a - 1
+            while b >= lo and idx[b] > x:
+                idx[b + 1] = idx[b]
+                b -= 1
+            idx[b + 1] = x
+        for a in range(lo, hi):
+            if a == lo or idx[a] != idx[a - 1]:
+                idx[m] = idx[a]
+                m += 1
+        out_ptr[i + 1] = m
+    return out_ptr, idx[:m].copy()
 
 
 @numba.njit(cache=True, nogil=True)
