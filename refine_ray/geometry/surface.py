@@ -9,7 +9,8 @@ mesh resolution. One numba pass over the faces accumulates it (a few ms for 80k 
 
 On noisy scans a per-vertex value is dominated by noise, so `neighborhood_mm` > 0 sums the
 mean-curvature vectors over the ball of that radius (its part connected to the vertex along the
-mesh), projects the sum on the ball's area-weighted normal and divides by the ball's area: the integrated mean curvature of the ball per
+mesh), projects the sum on the ball's area-weighted normal and divides by the ball's area (projected
+on that normal, which noise does not inflate): the integrated mean curvature of the ball per
 unit area — the quantity the normal-cycle estimator of Cohen-Steiner & Morvan (2003, the paper's
 reference) computes over a region. Edge terms inside the ball cancel pairwise, so noise enters only
 through the rim, and on a sphere the value stays 1/R.
@@ -244,10 +245,13 @@ def mean_curvature(vertices, faces, neighborhood_mm: float = 0.0, normals: np.nd
         # project on the ball's area-weighted normal.
         cols = np.hstack([np.where(interior[:, None], lap, 0.0), normals * Aw[:, None], Aw[:, None]])
         sums = _ball_sums(v, *_adjacency(f, n), np.ascontiguousarray(cols), float(neighborhood_mm))
-        lap_sum, nrm_sum, Aw = sums[:, :3], sums[:, 3:6], sums[:, 6]
+        lap_sum, nrm_sum = sums[:, :3], sums[:, 3:6]
         nn = np.linalg.norm(nrm_sum, axis=1, keepdims=True)
         nrm = np.divide(nrm_sum, nn, out=np.zeros_like(nrm_sum), where=nn > 0)
         HA = 0.25 * (lap_sum * nrm).sum(axis=1)
+        # Divide by the ball's area projected on its normal, |Σ A n|: scanner noise inflates the
+        # true area but not the projected one (and on clean spheres it is the more exact choice).
+        Aw = np.where(sums[:, 6] > 0, nn[:, 0], 0.0)
     else:
         HA = np.where(interior, 0.25 * (lap * normals).sum(axis=1), 0.0)  # H_i·A_i = ½ K·n · A, K = lap/2A
     valid = Aw > 0
