@@ -71,6 +71,11 @@ def _to_image(points, s, height, width, center):
                      height / 2 - s * (points[:, 1] - center[1]), points[:, 2]], axis=1)
 
 
+def _pixel_to_xy(s, height, width, center):
+    """Inverse of `_to_image` for x, y at pixel centres (for occluders that reach past the face)."""
+    return lambda cols, rows: ((cols - width / 2) / s + center[0], (height / 2 - rows) / s + center[1])
+
+
 def _grid_normals(points: np.ndarray) -> np.ndarray:
     """Unit normals of a range grid from central differences (NaN where a neighbour is missing)."""
     d_row = np.gradient(points, axis=0)      # row down ⇒ −y
@@ -105,26 +110,37 @@ def _ellipse(cols, rows, c, r, rx, ry):
     return ((cols - c) / rx) ** 2 + ((rows - r) / ry) ** 2
 
 
-def _occlude(kind, pts, mask, albedo, lm_img, s, rng, identity):
+def _occlude(kind, pts, mask, albedo, lm_img, s, rng, identity, pix_to_xy):
     """Hand / glasses / hair in front of the face (Bosphorus-style occlusions), in place."""
     h, w = mask.shape
     rows, cols = np.mgrid[0:h, 0:w] + 0.5
     zmax = np.nanmax(pts[..., 2])
     holes = np.zeros(mask.shape, bool)
     if kind == "hand":
+        # four fingers (capsules ≈17 mm thick) across the mouth or an eye, coming from one side
         target = lm_img[[48, 54, 51, 57]].mean(0) if rng.random() < 0.6 else lm_img[[36, 39]].mean(0)
-        e = _ellipse(cols, rows, target[0] + rng.uniform(-5, 5) * s, target[1], 48 * s, 26 * s)
-        region = e < 1
-        bump = 12 * np.sqrt(np.clip(1 - e, 0, 1))
-        fingers = 0.8 * np.cos(2 * np.pi * (rows - target[1]) / (17 * s))
-        z = zmax + 8 + bump + fingers
-        xy = pts[..., :2]
-        pts[region, 2] = z[region]
-        if np.isnan(xy[region]).any():     # hand reaching past the face outline: extrapolate x, y
-            pts[region & ~mask, 0] = np.nan
-        mask |= region & np.isfinite(pts[..., 0])
-        tone = skin_rgb(identity) * (0.92 + 0.08 * np.cos(2 * np.pi * (rows - target[1]) / (17 * s)))[..., None]
-        albedo[region] = tone[region]
+        side = rng.choice([-1.0, 1.0])
+        tip = target[0] + side * rng.uniform(15, 35) * s
+        start = target[0] - side * 95 * s
+        z_face = np.where(mask, pts[..., 2], zmax)
+        height = np.zeros(mask.shape)
+        region = np.zeros(mask.shape, bool)
+        radius = 8.5 * s
+        for i in range(4):
+            r0 = target[1] + (i - 1.5) * 17 * s + rng.uniform(-2, 2) * s
+            t_end = tip - side * abs(i - 1.5) * 6 * s                       # middle fingers reach further
+            lo, hi = min(start, t_end), max(start, t_end)
+            dc = np.clip(cols, lo, hi) - cols
+            d = np.hypot(dc, rows - r0)
+            inside = d < radius
+            h = np.sqrt(np.clip(1 - (d / radius) ** 2, 0, 1)) * 8.0
+            height = np.where(inside, np.maximum(height, h), height)
+            region |= inside
+        z = np.nanmax(np.where(region, z_face, -np.inf)) + 4.0 + height
+        x, y = pix_to_xy(cols, rows)
+        pts[region, 0], pts[region, 1], pts[region, 2] = x[region], y[region], z[region]
+        mask |= region
+        albedo[region] = skin_rgb(identity) * (0.85 + 0.15 * height[region] / 8.0)[:, None]
     elif kind == "glasses":
         z_frame = zmax - 2.0
         for k in (36, 42):
@@ -174,8 +190,10 @@ def render_scan(face: SynthFace, profile: ScannerProfile, rng: np.random.Generat
     lm_img = _to_image(verts[lm], s, profile.height, profile.width, center)[:, :2]
 
     holes = np.zeros(mask.shape, bool)
+    occ_seed = int(rng.integers(2**31))          # one occluder, drawn alike for the range grid and the photo
     if occlusion:
-        holes |= _occlude(occlusion, pts, mask, alb, lm_img, s, rng, face.identity)
+        holes |= _occlude(occlusion, pts, mask, alb, lm_img, s, np.random.default_rng(occ_seed), face.identity,
+                          _pixel_to_xy(s, profile.height, profile.width, center))
 
     # range validity: grazing angles, eyes (specular), part of the brows (dark hair), random dropouts
     n_det = _grid_normals(pts)
@@ -207,9 +225,10 @@ def render_scan(face: SynthFace, profile: ScannerProfile, rng: np.random.Generat
         photo_alb = np.zeros(photo_mask.shape + (3,))
         photo_alb[photo_mask] = albedo_at(ppq[photo_mask], face.identity, face.actions)
         photo_alb *= (1.0 - 0.55 * pmole)[..., None]
-        if occlusion:   # same occluder, re-drawn at photo resolution with the same random draws
-            occ_rng = np.random.default_rng(int(rng.integers(2**31)))
-            _occlude(occlusion, photo_pts, photo_mask, photo_alb, lm_img * ps, s * ps, occ_rng, face.identity)
+        if occlusion:   # the same occluder at photo resolution
+            _occlude(occlusion, photo_pts, photo_mask, photo_alb, lm_img * ps, s * ps,
+                     np.random.default_rng(occ_seed), face.identity,
+                     _pixel_to_xy(s * ps, profile.height * ps, profile.width * ps, center))
     photo, light = _shade(photo_pts, photo_mask, photo_alb, rng)
 
     extra_idx = list(t.extra_index.items())
