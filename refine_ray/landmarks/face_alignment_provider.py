@@ -1,7 +1,10 @@
 """2D landmarks detected by the face-alignment package (Bulat & Tzimiropoulos 2017, as in the paper).
 
 The network runs on whole batches of photos (the package's own API batches only the faces within one
-image), using the package's crop and heat-map decoding so the results match `get_landmarks_from_image`.
+image), on the package's own crops. Heat maps are decoded here in numpy with the package's rule (arg-max,
+quarter-pixel step toward the larger neighbour, crop → photo transform) because the package's decoder is
+a numba function whose first call compiles for tens of seconds in every worker process; we also keep
+the sub-pixel value the package truncates to whole pixels.
 Weights come from torch hub's cache; when they are absent and may not be downloaded, we stop with an
 error that says exactly which files to pre-cache where.
 """
@@ -39,6 +42,29 @@ def _missing_weights_message(missing: list[tuple[str, str]], reason: str) -> str
                  "device='cpu')\"` once, or download the files with curl into that folder; workers read "
                  "$TORCH_HOME/hub/checkpoints (set TORCH_HOME to a shared folder to share the cache).")
     return "\n".join(lines)
+
+
+def decode_heatmaps(hm: np.ndarray, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """(B, 68, H, W) heat maps → (B, 68, 2) photo pixels (col, row), pixel centres at +0.5.
+
+    face-alignment's rule: peak pixel, ±0.25 toward the larger neighbour (interior peaks), minus 0.5,
+    then heat map → photo by x = p·h/H + centre − h/2 with h = 200·scale (its crop side).
+    """
+    B, C, H, W = hm.shape
+    idx = hm.reshape(B, C, -1).argmax(axis=-1)
+    px, py = idx % W, idx // W
+    preds = np.stack([px, py], axis=-1).astype(np.float64) + 1.0
+    interior = (px > 0) & (px < W - 1) & (py > 0) & (py < H - 1)
+    b, c = np.meshgrid(np.arange(B), np.arange(C), indexing="ij")
+    xr, xl = np.minimum(px + 1, W - 1), np.maximum(px - 1, 0)
+    yd, yu = np.minimum(py + 1, H - 1), np.maximum(py - 1, 0)
+    diff = np.stack([hm[b, c, py, xr] - hm[b, c, py, xl], hm[b, c, yd, px] - hm[b, c, yu, px]], axis=-1)
+    preds += np.where(interior[..., None], np.sign(diff) * 0.25, 0.0)
+    preds -= 0.5
+    h = 200.0 * np.asarray(scales, dtype=np.float64)[:, None, None]
+    # The package truncates this to whole pixels and treats pixel k as covering [k, k+1); the continuous
+    # value is the same point with its centre convention, i.e. already ours.
+    return preds * h / H + np.asarray(centers, dtype=np.float64)[:, None, :] - h / 2
 
 
 class FaceAlignmentLandmarks(LandmarkProvider):
@@ -95,7 +121,7 @@ class FaceAlignmentLandmarks(LandmarkProvider):
 
     def _predict(self, fa, photos, boxes) -> list[np.ndarray]:
         import torch
-        from face_alignment.utils import CENTER_Y_OFFSET, crop, flip, get_preds_fromhm
+        from face_alignment.utils import CENTER_Y_OFFSET, crop, flip
 
         crops, centers, scales = [], [], []
         for img, d in zip(photos, boxes):
@@ -115,12 +141,8 @@ class FaceAlignmentLandmarks(LandmarkProvider):
                     hf = fa.face_alignment_net(flip(x))
                     hm = hm + flip(hf[-1] if isinstance(hf, list) else hf, is_label=True)
                 hm = hm.detach().to("cpu", torch.float32).numpy()
-                for i in range(len(hm)):
-                    k = start + i
-                    _, pts_img, _ = get_preds_fromhm(hm[i:i + 1], centers[k], scales[k])
-                    # the package returns integer pixel indices (col, row); our convention puts the
-                    # centre of pixel c at c + 0.5
-                    out.append(np.asarray(pts_img, dtype=np.float64).reshape(68, 2) + 0.5)
+                k = slice(start, start + len(hm))
+                out.extend(decode_heatmaps(hm, np.array(centers[k]), np.array(scales[k])))
         return out
 
     def landmarks_for_batch(self, scans, photos=None) -> list:

@@ -99,7 +99,10 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
     valid = np.isfinite(x).all(axis=1) & (pre.lmk_rows >= 0)
     n_valid = int(valid.sum())
     if n_valid < MIN_LANDMARKS:
-        raise FittingError(f"need at least {MIN_LANDMARKS} landmarks the model knows, got {n_valid}")
+        known = int((pre.lmk_rows >= 0).sum())
+        hint = "" if known >= MIN_LANDMARKS else (f" (the model defines only {known} landmark vertices: load it with "
+                                                  "a landmark mapping, e.g. load_model(uri, landmarks='ibug_to_x.txt'))")
+        raise FittingError(f"need at least {MIN_LANDMARKS} landmarks the model knows, got {n_valid}{hint}")
     use_expr = fit_expression and pre.n_expr > 0
     P = pre.n_shape + (pre.n_expr if use_expr else 0)
     basis = pre.basis[:, :, :P]
