@@ -97,3 +97,11 @@ def test_build_3dmm_job_end_to_end(tmp_path):
     assert m.shape_std[2] < 1e-3 * m.shape_std[1]          # two planted directions, nothing else
     assert np.array_equal(m.landmark_index, lmk)
     np.testing.assert_allclose(m.mean, verts.mean(axis=0), atol=1e-3)
+
+
+def test_procrustes_keeps_the_datas_frame():
+    rng = np.random.default_rng(3)
+    base = rng.normal(0, 50, (100, 3))
+    posed = np.stack([base @ _rotation(a).T for a in (-10, 10, 12, -12)])   # poses average out to frontal
+    aligned = procrustes_align(posed)
+    np.testing.assert_allclose(aligned.mean(axis=0), base - base.mean(axis=0), atol=0.5)  # frontal, not mesh 0's 10°

@@ -16,7 +16,7 @@ DEFAULT_SUBJECTS = 200
 DEFAULT_COMPONENTS = 60
 DEFAULT_SEED = 0
 CACHE_ENV = "REFINE_RAY_CACHE"
-_FORMAT = 1
+_FORMAT = 2   # 2: Procrustes keeps the data frame (v1 models were in mesh 0's frame)
 _lock = threading.Lock()
 _memo: dict[tuple, MorphableModel] = {}
 

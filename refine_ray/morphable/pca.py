@@ -21,20 +21,35 @@ def procrustes_align(vertices: np.ndarray, iterations: int = 5) -> np.ndarray:
     """
     X = np.asarray(vertices, dtype=np.float64)
     X = X - X.mean(axis=1, keepdims=True)
+    frame = X.mean(axis=0)            # the data's own frame (y up, z to the camera): keep it
     ref = X[0]
     for _ in range(iterations):
-        H = np.einsum("nvi,vj->nij", X, ref)                 # per mesh 3×3 cross-covariance
-        U, _, Vt = np.linalg.svd(H)
-        d = np.sign(np.linalg.det(U @ Vt))
-        D = np.ones((len(X), 3))
-        D[:, 2] = d
-        R = np.einsum("nij,njk->nik", U * D[:, None, :], Vt)  # rotation taking mesh n onto ref
-        X = np.einsum("nvi,nij->nvj", X, R)
+        X = _rotate_onto(X, ref)
         new_ref = X.mean(axis=0)
         if np.allclose(new_ref, ref, atol=1e-6):
             break
         ref = new_ref
-    return X
+    # one common rotation so the aligned mean sits in the input's frame, not in mesh 0's
+    return _rotate_onto(X, frame, common=True)
+
+
+def _rotate_onto(X: np.ndarray, ref: np.ndarray, common: bool = False) -> np.ndarray:
+    """Kabsch: rotate each mesh (or, with common=True, the whole set by one rotation) onto `ref`."""
+    if common:
+        return X @ _kabsch(X.mean(axis=0), ref)
+    H = np.einsum("nvi,vj->nij", X, ref)                     # per mesh 3×3 cross-covariance
+    U, _, Vt = np.linalg.svd(H)
+    D = np.ones((len(X), 3))
+    D[:, 2] = np.sign(np.linalg.det(U @ Vt))
+    R = np.einsum("nij,njk->nik", U * D[:, None, :], Vt)      # x_row @ R maps mesh n onto ref
+    return np.einsum("nvi,nij->nvj", X, R)
+
+
+def _kabsch(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """R (3×3) minimizing ‖A @ R − B‖ over rotations (row-vector convention)."""
+    U, _, Vt = np.linalg.svd(A.T @ B)
+    d = np.sign(np.linalg.det(U @ Vt))
+    return U @ np.diag([1.0, 1.0, d]) @ Vt
 
 
 def build_pca_model(vertices: np.ndarray, faces: np.ndarray, landmark_index: np.ndarray, n_components: int,
