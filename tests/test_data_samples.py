@@ -95,7 +95,8 @@ def test_pose_cached_renderer_equals_encode_dce(rendered, model):
     (lambda r: dict(vertices=np.where(np.arange(len(r.grid[r.valid]))[:, None] == 5, np.nan, r.grid[r.valid])), "validate", "NaN"),
     (lambda r: dict(landmarks_2d=None), "landmarks", "no 2D landmarks"),
     (lambda r: dict(photo=None), "landmarks", "no photo"),
-    (lambda r: dict(photo=r.photo[::2, ::2]), "validate", "photo is 320x240"),
+    (lambda r: dict(photo=r.photo[:, :480]), "validate", "photo is 480x480"),
+    (lambda r: dict(landmarks_2d=r.landmarks_2d + 400), "validate", "outside"),
 ])
 def test_bad_scans_raise_with_stage_and_file(rendered, model, change, stage, words):
     r, _ = rendered

@@ -184,10 +184,28 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
             raise SampleBuildError(src, "validate", f"photo is {w}x{h} px but {100 * (1 - inside.mean()):.0f}% of the scan's "
                                    "points project outside it (photo and scan sizes do not match)")
 
+    grid_scale = np.ones(2)
+    if scan.grid is not None and scan.photo is not None:
+        gh, gw = np.asarray(scan.grid_valid).shape
+        ph, pw = scan.photo.shape[:2]
+        grid_scale = np.array([pw / gw, ph / gh])
+        if scan.dataset == "frgc" and abs(grid_scale[0] / grid_scale[1] - 1) > 0.01:
+            # FRGC photos are pixel-registered with the range grid (same size or a scaled copy).
+            raise SampleBuildError(src, "validate", f"photo is {pw}x{ph} px but the pixel-registered range grid is "
+                                   f"{gw}x{gh}: photo and scan sizes do not match")
+    if scan.photo is not None:
+        ph, pw = scan.photo.shape[:2]
+        ok = np.isfinite(landmarks_2d).all(axis=1)
+        inside = ok & (landmarks_2d[:, 0] >= 0) & (landmarks_2d[:, 0] <= pw) & (landmarks_2d[:, 1] >= 0) & (landmarks_2d[:, 1] <= ph)
+        if inside.sum() < 0.9 * ok.sum():
+            raise SampleBuildError(src, "validate", f"{int(ok.sum() - inside.sum())} of {int(ok.sum())} 2D landmarks lie outside "
+                                   f"the {pw}x{ph} px photo: photo and landmarks do not belong together")
+
     if scan.landmarks_3d is not None:
         lm3d = np.asarray(scan.landmarks_3d, float)
     elif scan.grid is not None:
-        lm3d = lift_landmarks(np.asarray(scan.grid, float), np.asarray(scan.grid_valid, bool), landmarks_2d)
+        # Landmarks are photo pixels; a scaled photo of a registered grid maps back by the scale.
+        lm3d = lift_landmarks(np.asarray(scan.grid, float), np.asarray(scan.grid_valid, bool), landmarks_2d / grid_scale)
     else:
         raise SampleBuildError(src, "landmarks", "no 3D landmarks (need a .lm3 file or landmarks on a range grid)")
     if lm3d.shape != (68, 3):
@@ -206,7 +224,9 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
     projection = _stage(src, "align", lambda: estimate_scaled_orthographic(pixels_to_plane(landmarks_2d[use]), lm3d[use]))
 
     def crop():
-        contour = geo.face_contour_polygon(pixels_to_plane(landmarks_2d)) if settings.crop_contour else None
+        # The contour needs jaw landmarks; Bosphorus-style sets (chin only) fall back to the sphere.
+        jaw_known = int(np.isfinite(landmarks_2d[:17]).all(axis=1).sum())
+        contour = geo.face_contour_polygon(pixels_to_plane(landmarks_2d)) if settings.crop_contour and jaw_known >= 3 else None
         v2, f2, kept = geo.crop_face(vertices, faces, lm3d[NOSE_TIP], settings.crop_radius_mm,
                                      contour_plane=contour, projection=projection if contour is not None else None)
         if settings.median_filter and len(f2):
