@@ -318,3 +318,19 @@ def test_end_to_end_on_s3(s3_bucket, ray_session):
     assert summary["samples_refined"] == 4
     for name in ("report.md", "report.html", "heatmaps.png"):
         assert storage.exists(storage.join(out, "report", name))
+
+
+def test_raw_scans_are_preprocessed_on_the_fly(tmp_path, ray_session):
+    """--input = a folder of FRGC-format scans: pose 0 only, every scan refined whatever its split, MAE present."""
+    from refine_ray.synth.dataset import synthesize_dataset
+
+    synthesize_dataset("frgc", 2, 1, str(tmp_path / "scans"), seed=3, parallel=False)
+    out = tmp_path / "out"
+    cfg = _cfg(tmp_path / "scans", out, split="test",
+               prepare={"image_size": 32, "scale_px_per_mm": 0.15, "textured": False, "local": True})
+    result = run_refine(cfg, model=rf.shift_refiner)
+    m = rf.read_parquet(str(out / "metrics.parquet")).to_pylist()
+    assert result.errors == 0 and len(m) == 2
+    assert {r["pose"] for r in m} == {0}
+    assert all(r["has_target"] and np.isfinite(r["mae_mm_coarse"]) for r in m)
+    assert (out / "prepared" / "manifest.json").exists()
