@@ -51,7 +51,7 @@ def albedo_at(pq: np.ndarray, identity: Identity, actions: dict | None = None, n
     # eyes: sclera and iris inside the palpebral ellipse
     open_ = identity.shape.get("eye_opening", 1.0) * (1.0 + 0.35 * actions.get("outer_brow_raise", 0.0)
                                                         - 0.3 * actions.get("cheek_raise", 0.0))
-    e = ((ap - 0.45) / 0.2) ** 2 + ((q - 0.225) / (0.032 * open_)) ** 2
+    e = ((ap - 0.45) / 0.2) ** 2 + ((q - 0.225) / (0.045 * open_)) ** 2
     eye = _smoothstep((1.0 - e) / 0.25)
     iris = _smoothstep((1.0 - (((ap - 0.45) / 0.06) ** 2 + ((q - 0.225) / 0.06) ** 2)) / 0.3) * eye
     rgb = rgb * (1 - eye[:, None]) + np.array([0.88, 0.86, 0.82]) * eye[:, None]

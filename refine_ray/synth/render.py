@@ -200,7 +200,7 @@ def render_scan(face: SynthFace, profile: ScannerProfile, rng: np.random.Generat
     valid = mask & np.isfinite(n_det[..., 2]) & (n_det[..., 2] > 0.2)
     ap, q = np.abs(pq[..., 0]), pq[..., 1]
     if profile.eye_holes:
-        eye = ((ap - 0.45) / 0.2) ** 2 + ((q - 0.225) / 0.04) ** 2 < 1.0
+        eye = ((ap - 0.45) / 0.2) ** 2 + ((q - 0.225) / 0.045) ** 2 < 1.0
         holes |= eye & mask & ~(alb.sum(-1) < 0.2)
     brow = (np.abs(q - (0.375 - 0.05 * ap**2)) < 0.025) & (ap > 0.12) & (ap < 0.64)
     holes |= brow & (_blob_noise(rng, mask.shape, 4) < profile.brow_dropout)
