@@ -144,3 +144,11 @@ def test_discover_scans_layout(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = discover_scans(str(tmp_path))
     assert [f.rsplit("/", 1)[1] for f in found] == ["04201d486.abs.gz", "bs000_N_N_0.bnt", "m.obj"]
+
+
+def test_frgc_header_promising_more_than_the_file_holds(tmp_path):
+    flags, x, y, z = _tiny_frgc()
+    text = _abs_text(flags, x, y, z).replace("3 rows", "9000 rows", 1)
+    (tmp_path / "02463d552.abs").write_text(text)
+    with pytest.raises(ScanFormatError, match="02463d552.abs.*too short"):
+        read_scan(str(tmp_path / "02463d552.abs"))

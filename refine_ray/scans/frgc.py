@@ -72,15 +72,18 @@ def parse_abs(data: bytes, source: str = "<abs>") -> tuple[np.ndarray, np.ndarra
     lines = body.rstrip(b"\r\n").split(b"\n")
     if len(lines) != 4:
         raise ScanFormatError(source, f"expected 4 data lines (flag, X, Y, Z), found {len(lines)} (truncated?)")
-    values = np.empty((4, n))
+    parsed_lines = []
     for k, (line, what) in enumerate(zip(lines, ("flag", "X", "Y", "Z"))):
+        if len(line) < 2 * n - 1:    # every value takes ≥ 1 character and a separator: cheap check before parsing
+            raise ScanFormatError(source, f"{what} line is {len(line)} bytes, too short for {rows}×{cols} = {n} values "
+                                          "(truncated file or wrong header)")
         parsed = _fast_flags(line, n) if k == 0 else None
         parsed = _parse_numbers(line, source, what) if parsed is None else parsed
         if parsed.size != n:
             raise ScanFormatError(source, f"{what} line holds {parsed.size} values, expected {rows}×{cols} = {n} "
                                           "(truncated or inconsistent file)")
-        values[k] = parsed
-    flags, x, y, z = values.reshape(4, rows, cols)
+        parsed_lines.append(parsed.reshape(rows, cols))
+    flags, x, y, z = parsed_lines
     if not np.isin(flags, (0.0, 1.0)).all():
         raise ScanFormatError(source, "flag line holds values other than 0 and 1")
     valid = flags == 1.0

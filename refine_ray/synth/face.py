@@ -14,6 +14,10 @@ from scipy.interpolate import PchipInterpolator
 
 from refine_ray.synth.template import template
 
+# Bumped whenever the geometry of a face for a given seed changes, so caches built from synthetic faces
+# (e.g. the default morphable model) can include it in their key.
+GENERATOR_VERSION = 1
+
 # name: (mean, sd) — physical units (mm unless noted); sampled as mean + sd·z, z ~ N(0,1) clipped to ±2.5
 IDENTITY_PARAMS: dict[str, tuple[float, float]] = {
     "cheek_half_width": (68.5, 3.2),      # bizygomatic width ≈ 2×: 121–153 mm at ±2.5σ, 124–150 at ±2σ
