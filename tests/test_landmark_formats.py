@@ -80,3 +80,9 @@ def test_json_2d_and_3d(tmp_path):
     (tmp_path / "g.json").write_text("{not json")
     with pytest.raises(formats.LandmarkFormatError, match="g.json.*not valid JSON"):
         formats.read_json(str(tmp_path / "g.json"))
+
+
+def test_bosphorus_header_with_info_text(tmp_path):
+    # the layout read_lm3file.m accepts: header, '*', free text up to an empty line, then 'N landmarks:'
+    (tmp_path / "h.lm3").write_text("Bosphorus 3D landmarks\n*\nsome info\nmore info\n\n1 landmarks:\nNose tip\n1 2 3\n")
+    assert np.allclose(formats.read_lm3(str(tmp_path / "h.lm3"))["Nose tip"], [1, 2, 3])

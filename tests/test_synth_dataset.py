@@ -75,8 +75,10 @@ def test_bosphorus_set(tmp_path):
     assert np.isfinite(neutral.landmarks_2d).all(1).sum() == 18                 # mapped onto iBUG-68
     assert np.isfinite(neutral.landmarks_3d).all(1).sum() == 18
     # the 3D nose tip lies on the scanned surface
-    d = np.linalg.norm(neutral.vertices - neutral.landmarks_3d[30], axis=1).min()
-    assert d < 1.5
+    dist = np.linalg.norm(neutral.vertices - neutral.landmarks_3d[30], axis=1)
+    assert dist.min() < 1.5
+    # .bnt u,v, .lm2 and .lm3 agree: the photo pixel of that surface point is the 2D nose tip
+    assert np.linalg.norm(neutral.vertex_pixels[np.argmin(dist)] - neutral.landmarks_2d[30]) < 3.0
 
 
 def test_s3_round_trip(s3_bucket):
