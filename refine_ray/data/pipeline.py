@@ -144,12 +144,15 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     log(f"{len(uris)} scans found, {len(uris) - len(todo)} already done, {len(todo)} to process")
 
     processed = failed = samples = 0
+    first_result = None
     if todo:
         if use_ray:
             outcomes_iter = _run_ray(todo, settings)
         else:
             outcomes_iter = _run_local(todo, settings)
         for uri, status, n in outcomes_iter:
+            if first_result is None:
+                first_result = time.perf_counter() - started
             processed += 1
             failed += status != "ok"
             samples += n
@@ -183,6 +186,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
         "samples": counts["samples"], "this_run_scans": processed, "this_run_samples": samples,
         "seconds": elapsed, "scans_per_s": processed / elapsed if elapsed > 0 else 0.0,
         "error_fraction": counts["scans_failed"] / total if total else 0.0,
+        "first_result_s": first_result,
     }
     summary["ok"] = summary["error_fraction"] <= settings.max_error_fraction
     if settings.preview:
@@ -228,7 +232,7 @@ def _run_ray(todo: list[str], settings: PreprocessSettings):
         fn_constructor_kwargs={"settings_json": settings.model_copy(update={"storage": StorageSettings()}).model_dump_json()},
         batch_size=size,
         batch_format="numpy",
-        concurrency=min(workers, n_batches),
+        compute=ray.data.ActorPoolStrategy(size=min(workers, n_batches)),
         **remote_args,
     )
     for row in ds.iter_rows():

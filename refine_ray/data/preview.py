@@ -60,7 +60,7 @@ def preview_figure(table) -> bytes:
                         ha="right", va="center")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
 
