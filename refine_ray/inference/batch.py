@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import posixpath
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 from refine_ray import storage
 from refine_ray.inference.config import RefineConfig
 from refine_ray.inference.model import Predictor, depth_range_mm, load_model
-from refine_ray.inference.units import METRICS_SCHEMA, Unit, is_done, part_uri, plan_units, process_unit
+from refine_ray.inference.units import METRICS_SCHEMA, Unit, done_units, part_uri, plan_units, process_unit
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
         if not files:
             raise FileNotFoundError(f"{cfg.input}: no Parquet shards and no scans to refine")
     units, plan_errors = plan_units(files)
-    todo = units if cfg.overwrite else [u for u in units if not is_done(cfg.output, u.name)]
+    finished = set() if cfg.overwrite else done_units(cfg.output)
+    todo = [u for u in units if u.name not in finished]
     log.info("refine: %d units, %d to run, %d already done", len(units), len(todo), len(units) - len(todo))
 
     if todo:
@@ -181,20 +183,29 @@ def _remove_stale_temp_files(output: str) -> None:
 def finalize(cfg: RefineConfig, units: list[Unit], plan_errors: list[dict], units_run: int) -> RefineResult:
     """Combine the committed units into metrics.parquet / errors.parquet (+ the report)."""
     _remove_stale_temp_files(cfg.output)
-    metric_tables, errors = [], list(plan_errors)
-    refined = 0
-    for u in units:
+
+    def collect(u: Unit) -> tuple[Unit, dict | None, pa.Table | None]:
         try:
             marker = json.loads(storage.read_text(part_uri(cfg.output, u.name, "done.json")))
         except FileNotFoundError:
-            errors.append({"file": u.file, "sample_id": "", "stage": "unit", "reason": f"unit {u.name} did not finish"})
-            continue
-        errors.extend(marker["errors"])
-        refined += marker["samples_refined"]
+            return u, None, None
         muri = part_uri(cfg.output, u.name, "metrics.parquet")
-        if storage.exists(muri):
-            fs, path = storage.arrow_filesystem(muri)
-            metric_tables.append(pq.read_table(path, filesystem=fs, schema=METRICS_SCHEMA))
+        if not storage.exists(muri):
+            return u, marker, None
+        fs, path = storage.arrow_filesystem(muri)
+        return u, marker, pq.read_table(path, filesystem=fs, schema=METRICS_SCHEMA)
+
+    metric_tables, errors = [], list(plan_errors)
+    refined = 0
+    with ThreadPoolExecutor(max(1, min(16, len(units)))) as pool:  # thousands of small objects on S3
+        for u, marker, table in pool.map(collect, units):
+            if marker is None:
+                errors.append({"file": u.file, "sample_id": "", "stage": "unit", "reason": f"unit {u.name} did not finish"})
+                continue
+            errors.extend(marker["errors"])
+            refined += marker["samples_refined"]
+            if table is not None:
+                metric_tables.append(table)
     table = pa.concat_tables(metric_tables) if metric_tables else METRICS_SCHEMA.empty_table()
     table = table.sort_by("sample_id")
     ids = table.column("sample_id").to_numpy(zero_copy_only=False)
