@@ -152,3 +152,11 @@ def test_frgc_header_promising_more_than_the_file_holds(tmp_path):
     (tmp_path / "02463d552.abs").write_text(text)
     with pytest.raises(ScanFormatError, match="02463d552.abs.*too short"):
         read_scan(str(tmp_path / "02463d552.abs"))
+
+
+def test_corrupt_photo_is_named(tmp_path):
+    flags, x, y, z = _tiny_frgc()
+    (tmp_path / "04201d487.abs").write_text(_abs_text(flags, x, y, z))
+    (tmp_path / "04201d487.ppm").write_bytes(b"P6\n4 3\n255\n\x00\x01")       # header promises 36 bytes
+    with pytest.raises(ScanFormatError, match="04201d487.ppm"):
+        read_scan(str(tmp_path / "04201d487.abs"))

@@ -136,3 +136,14 @@ def test_scan_profiles_and_landmarks_agree_with_the_grid():
     bos = render_scan(face, BOSPHORUS, np.random.default_rng(1), occlusion="glasses")
     assert bos.grid.shape[:2] == (400, 320) and bos.photo.shape[:2] == (800, 640)
     assert bos.meta["occlusion"] == "glasses"
+
+
+def test_registered_subjects_are_not_scan_subjects(population):
+    from refine_ray.synth.dataset import subject_identity
+    from refine_ray.synth.face import smooth_vertices
+
+    verts = registered_population(5, seed=0)[0]
+    for fmt in ("frgc", "bosphorus"):
+        for i in range(5):
+            scan_face = smooth_vertices(subject_identity(fmt, i, 0))
+            assert np.abs(verts - scan_face).max(axis=(1, 2)).min() > 1.0     # no registered face equals a scan subject

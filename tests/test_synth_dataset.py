@@ -55,11 +55,18 @@ def test_same_seed_same_bytes_and_ray_equals_serial(frgc_set, tmp_path, ray_sess
     assert _files(tmp_path / "other")["02000d100.abs.gz"] != _files(frgc_set)["02000d100.abs.gz"]
 
 
-def test_rerun_skips_finished_scans(frgc_set):
+def test_rerun_skips_finished_scans(frgc_set, monkeypatch):
     primary = frgc_set / "02000d100.abs.gz"
-    before = primary.stat().st_mtime_ns
+    before, catalog = primary.stat().st_mtime_ns, (frgc_set / "scans.csv").read_bytes()
+    import refine_ray.synth.dataset as ds
+
+    def no_render(*a, **k):
+        raise AssertionError("a finished scan was rendered again")
+
+    monkeypatch.setattr(ds, "render_scan", no_render)
     synthesize_dataset("frgc", 1, 2, str(frgc_set), seed=7, parallel=False)
     assert primary.stat().st_mtime_ns == before
+    assert (frgc_set / "scans.csv").read_bytes() == catalog          # same records, poses replayed exactly
 
 
 def test_bosphorus_set(tmp_path):

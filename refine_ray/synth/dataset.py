@@ -23,7 +23,7 @@ from refine_ray.synth.face import (
     make_face,
     registered_population,
 )
-from refine_ray.synth.render import BOSPHORUS, FRGC, OCCLUSIONS, render_scan
+from refine_ray.synth.render import BOSPHORUS, FRGC, OCCLUSIONS, draw_pose, render_scan
 from refine_ray.synth.writers import write_bosphorus_scan, write_frgc_scan, write_registered_mesh
 
 FORMATS = ("frgc", "bosphorus", "registered")
@@ -85,13 +85,15 @@ def synthesize_subject(fmt: str, subject: int, scans_per_subject: int, seed: int
             used[code] = used.get(code, 0) + 1
         rel = (name if fmt == "frgc" else f"{subj}/{name}") + (".abs.gz" if fmt == "frgc" else ".bnt")
         primary = storage.join(out, *rel.split("/"))
-        face = make_face(ident, subj, expr, inten)
-        scan = render_scan(face, FRGC if fmt == "frgc" else BOSPHORUS, rng, occlusion=occ)
-        if not storage.exists(primary):
+        profile = FRGC if fmt == "frgc" else BOSPHORUS
+        if storage.exists(primary):       # finished by an earlier run: replay only the pose draws for the record
+            yaw, pitch, roll = draw_pose(rng, profile)
+        else:
+            scan = render_scan(make_face(ident, subj, expr, inten), profile, rng, occlusion=occ)
             (write_frgc_scan if fmt == "frgc" else write_bosphorus_scan)(folder, name, scan)
-        m = scan.meta
+            yaw, pitch, roll = scan.meta["yaw"], scan.meta["pitch"], scan.meta["roll"]
         rows.append(asdict(ScanRecord(name, subj, fmt, expr, round(inten, 4), occ or "", round(ident.age, 1),
-                                      round(m["yaw"], 3), round(m["pitch"], 3), round(m["roll"], 3), rel)))
+                                      round(yaw, 3), round(pitch, 3), round(roll, 3), rel)))
     return rows
 
 

@@ -167,15 +167,19 @@ def _occlude(kind, pts, mask, albedo, lm_img, s, rng, identity, pix_to_xy):
     return holes
 
 
+def draw_pose(rng: np.random.Generator, profile: ScannerProfile) -> tuple[float, float, float]:
+    """Head pose (yaw, pitch, roll) in degrees: the first draws `render_scan` makes from its generator."""
+    return (float(rng.uniform(-1, 1) * profile.max_yaw_deg), float(rng.uniform(-1, 1) * profile.max_pitch_deg),
+            float(rng.uniform(-4, 4)))
+
+
 def render_scan(face: SynthFace, profile: ScannerProfile, rng: np.random.Generator,
                 occlusion: str | None = None) -> RenderedScan:
     """Simulate one capture of `face` by `profile`; all randomness comes from `rng`."""
     t = template()
     lm = t.landmark_index
     anchor = face.vertices[lm[[30, 36, 39, 42, 45]]].mean(0)
-    yaw = rng.uniform(-1, 1) * profile.max_yaw_deg
-    pitch = rng.uniform(-1, 1) * profile.max_pitch_deg
-    roll = rng.uniform(-4, 4)
+    yaw, pitch, roll = draw_pose(rng, profile)
     R = _rotation(yaw, pitch, roll)
     shift = np.array([rng.uniform(-15, 15), rng.uniform(-10, 10), -profile.camera_distance_mm + rng.uniform(-60, 60)])
     verts = (face.vertices - anchor) @ R.T + shift
