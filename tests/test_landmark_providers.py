@@ -164,3 +164,22 @@ def test_the_packages_own_fan_architecture_flows_through_the_glue(monkeypatch, t
     side = 200.0 * (160 + 128) / 195.0                 # the package's crop side for this box
     centre = np.array([64.0, 80.0 - 160 * 0.12])
     assert (np.abs(pts - centre) <= side / 2 + 1).all()
+
+
+def test_sfd_detector_path_runs_with_an_untrained_detector(stand_in, monkeypatch):
+    """The detector branch end to end with the package's s3fd network (random weights, injected where the
+    package fetches its state dict): it either finds a box (→ 68 points) or reports 'no face' per scan."""
+    import os
+
+    from face_alignment.detection.sfd import sfd_detector
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    from refine_ray.landmarks.face_alignment_provider import required_weights
+    monkeypatch.setattr(sfd_detector, "load_state_dict_from_url", lambda url, *a, **k: s3fd().state_dict())
+    for _, path in required_weights("sfd"):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()
+    photo = np.random.default_rng(1).integers(0, 255, (96, 80, 3), dtype=np.uint8)
+    out = make_provider("face_alignment", detector="sfd").landmarks_for_batch([_scan(photo=photo)])
+    assert len(out) == 1
+    assert (isinstance(out[0], LandmarkError) and "no face" in str(out[0])) or out[0].shape == (68, 2)

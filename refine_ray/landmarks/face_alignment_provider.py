@@ -111,11 +111,9 @@ class FaceAlignmentLandmarks(LandmarkProvider):
     def _boxes(self, fa, photos) -> list:
         if self.detector == "full_image":
             return [np.array([0.0, 0.0, p.shape[1], p.shape[0]]) for p in photos]
-        import torch
         boxes = []
-        for p in photos:   # the SFD detector's batch mode needs equal sizes; photos of a dataset vary
-            found = fa.face_detector.detect_from_batch(torch.from_numpy(np.ascontiguousarray(p.transpose(2, 0, 1)))[None].float())
-            found = found[0] if len(found) else []
+        for p in photos:   # as the package's get_landmarks_from_image: RGB array, best-scoring face
+            found = fa.face_detector.detect_from_image(np.ascontiguousarray(p).copy())
             boxes.append(None if len(found) == 0 else np.asarray(max(found, key=lambda b: b[4]))[:4])
         return boxes
 
