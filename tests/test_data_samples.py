@@ -66,7 +66,7 @@ def test_landmarks_coincide_with_the_scanner_truth_in_every_pose(rendered, model
         # Ground-truth landmarks are lifted through the range grid: eye holes leave some missing.
         gt_err = np.linalg.norm(gt_px - expected, axis=1)
         assert np.isfinite(gt_err).sum() >= 50 and np.isfinite(gt_err[ANCHOR]).all()
-        assert np.nanmedian(gt_err) < 0.15 and np.nanmax(gt_err[NON_JAW]) < 1.0 and np.nanmax(gt_err) < 2.0, pose
+        assert np.nanmedian(gt_err) < 0.3 and np.nanmax(gt_err[NON_JAW]) < 1.0 and np.nanmax(gt_err) < 2.0, pose
         assert np.linalg.norm(coarse_px - expected, axis=1)[NON_JAW].max() < 2.0, pose
         # The depth channel is mm from the anchor: the nose tip's rendered depth matches the truth.
         depth = norm.denormalize_depth(np.frombuffer(row["target"], "<f4").reshape(SIZE, SIZE, 3)[..., 0])

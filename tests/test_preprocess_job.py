@@ -160,6 +160,13 @@ def test_cli_exit_status_and_settings_mismatch(scans, tmp_path):
     assert job.main(["--input", inp]) == 2                         # no output
     assert job.main(["--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "o2")]) == 2
 
+    # The same scan name in a sub-folder is an error row, not a second copy of its samples.
+    os.makedirs(os.path.join(inp, "again"))
+    shutil.copy(os.path.join(inp, "04201d1.abs.gz"), os.path.join(inp, "again", "04201d1.abs.gz"))
+    assert job.main(args + ["--max-error-fraction", "0.9"]) == 0
+    errors = pq.read_table(os.path.join(out, "errors.parquet")).to_pylist()
+    assert [(os.path.relpath(e["file"], inp), e["stage"]) for e in errors] == [("04290d1.abs", "read"), ("again/04201d1.abs.gz", "discover")]
+
 
 def test_s3_input_and_output_through_ray_workers(scans, ray_session, s3_bucket):
     """Ray was started before the AWS variables were set: the workers get them through runtime_env."""

@@ -120,6 +120,19 @@ def discover(settings: PreprocessSettings) -> list[str]:
     return uris
 
 
+def _duplicate_ids(uris: list[str]) -> list[str]:
+    """URIs whose scan name (file name without the scan suffix) already appeared earlier in the sorted list."""
+    from refine_ray.scans.readers import split_name
+
+    seen, dup = set(), []
+    for u in uris:
+        base = split_name(u)[1]
+        if base in seen:
+            dup.append(u)
+        seen.add(base)
+    return dup
+
+
 def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Run (or resume) the job; returns the summary dict also written into the manifest.
 
@@ -140,6 +153,12 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     if removed:
         log(f"removed {len(removed)} unfinished shard file(s) of an interrupted run")
     done = {s["uri"] for e in entries for s in e.scans}
+    duplicates = [u for u in _duplicate_ids(uris) if u not in done]
+    if duplicates:  # same scan id twice would give two samples one sample_id: record, never process
+        store.commit_batch(duplicates, [], [ScanOutcome(u, "failed", stage="discover", reason=(
+            "another file with the same scan name was found first; scan names must be unique")) for u in duplicates],
+            settings.fingerprint())
+        done.update(duplicates)
     todo = [u for u in uris if u not in done]
     log(f"{len(uris)} scans found, {len(uris) - len(todo)} already done, {len(todo)} to process")
 
