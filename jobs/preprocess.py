@@ -4,7 +4,8 @@
 
 Every flag overrides the config key named in its help; re-running on the same output completes what
 is missing. Exit status 0 on success, 1 when more than --max-error-fraction of the scans failed,
-2 when the job cannot run (bad flags/config, no scans, output made with other settings).
+2 when the job cannot run (bad flags/config, no scans, output made with other settings), 3 when it
+stopped part-way (storage or cluster failure: re-run the same command to resume).
 """
 from __future__ import annotations
 
@@ -67,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     from refine_ray.data.shards import OutputMismatchError
 
     try:
-        summary = run_preprocess(settings, use_ray=not settings.local)
+        summary = run_preprocess(settings)
     except (PreprocessError, OutputMismatchError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # storage outage, lost cluster…: committed batches stay; a re-run resumes
+        print(f"error: the job stopped ({type(exc).__name__}: {exc}); re-run the same command to resume", file=sys.stderr)
+        return 3
     print(json.dumps({k: v for k, v in summary.items()}, default=str))
     if not summary["ok"]:
         print(f"error: {summary['scans_failed']} scans failed ({summary['error_fraction']:.1%} > "

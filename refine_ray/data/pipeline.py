@@ -138,6 +138,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
 
     `use_ray=False` runs the same batches in this process (the benchmark's baseline, small demos).
     """
+    use_ray = use_ray and not settings.local
     if not settings.input or not settings.output:
         raise PreprocessError("both input and output must be given (flags --input/--output or config keys)")
     if any([settings.storage.endpoint_url, settings.storage.region, settings.storage.access_key_id]):
