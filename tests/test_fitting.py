@@ -231,3 +231,12 @@ def test_contour_candidates_start_at_the_landmark_and_stay_on_its_side(model):
             continue
         side = np.sign(model.mean[model.landmark_index[j], 0])
         assert len(row) >= 3 and np.all(model.mean[row, 0] * side >= -2.5)   # up to the midline (one grid step)
+
+
+def test_coplanar_landmarks_fail_with_a_fitting_error(model):
+    """Six landmarks whose model points lie on one line/plane cannot fix a 3D pose: a clear error, no crash."""
+    verts, cam, lm = _truth(model, seed=1, yaw=10, pitch=0, roll=0)
+    only_nose_bridge = np.full_like(lm, np.nan)
+    only_nose_bridge[[27, 28, 29, 30, 8, 57]] = lm[[27, 28, 29, 30, 8, 57]]   # all on the midline plane x≈0
+    with pytest.raises(FittingError, match="pose"):
+        fit_landmarks(model, only_nose_bridge)

@@ -80,8 +80,8 @@ def _precomputed(model: MorphableModel) -> _Precomputed:
 
 
 def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weight: float = 2.0,
-                  expr_prior_weight: float | None = None, n_alternations: int = 3, n_iterations: int = 15, fit_expression: bool = True,
-                  follow_contour: bool = True) -> CoarseFit:
+                  expr_prior_weight: float | None = None, n_alternations: int = 3, n_iterations: int = 15,
+                  fit_expression: bool = True, follow_contour: bool = True) -> CoarseFit:
     """Fit `model` to 68 iBUG landmarks in photo pixels (col, row); NaN rows = missing (any subset ≥ 6).
 
     prior_weight λ: the cost is Σ‖(P·X_i − x_i)/s‖² (mm², i.e. residuals measured on the face, so the
@@ -89,6 +89,15 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
     estimate — larger λ keeps the face closer to the mean. expr_prior_weight defaults to prior_weight.
     follow_contour: re-assign jaw landmarks 0–16 to the occluding contour under the current pose.
     """
+    try:
+        return _fit(model, landmarks_px, prior_weight, expr_prior_weight, n_alternations, n_iterations,
+                    fit_expression, follow_contour)
+    except np.linalg.LinAlgError as exc:
+        raise FittingError(f"the landmark fit is degenerate ({exc})") from exc
+
+
+def _fit(model, landmarks_px, prior_weight, expr_prior_weight, n_alternations, n_iterations,
+         fit_expression, follow_contour) -> CoarseFit:
     lm = np.asarray(landmarks_px, dtype=np.float64)
     if lm.shape != (N_LANDMARKS, 2):
         raise FittingError(f"landmarks must be ({N_LANDMARKS}, 2) pixels (col, row), got {lm.shape}")
@@ -115,6 +124,12 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
     jaw_valid = valid[jaw]
     xv = x[valid]
 
+    def estimate_pose(X):
+        try:
+            return estimate_scaled_orthographic(xv, X)
+        except ValueError as exc:       # e.g. the observed landmarks' 3D points are (nearly) coplanar
+            raise FittingError(f"cannot estimate the pose from these landmarks: {exc}") from exc
+
     def contour_rows(pose, coeffs):
         if follow_contour and jaw_valid.any():
             cr = pre.cand_rows
@@ -125,10 +140,10 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
     # 1) alternation: cheap, robust start (pose from the current shape, then a linear MAP shape solve)
     for _ in range(max(1, n_alternations)):
         X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
-        pose = estimate_scaled_orthographic(xv, X)
+        pose = estimate_pose(X)
         contour_rows(pose, coeffs)
         X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
-        pose = estimate_scaled_orthographic(xv, X)
+        pose = estimate_pose(X)
         R2, s = pose.rotation[:2], pose.scale
         target = ((xv - pose.translation) / s - pre.mean[rows[valid]] @ R2.T).reshape(-1)   # (2n,)
         A = np.einsum("ij,njp->nip", R2, basis[rows[valid]]).reshape(-1, P)                # (2n, P)
@@ -137,7 +152,7 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
     # 2) joint Gauss-Newton (Levenberg-Marquardt) on rotation, scale, translation and coefficients:
     #    block alternation alone converges slowly because pose and shape are coupled.
     X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
-    pose = estimate_scaled_orthographic(xv, X)
+    pose = estimate_pose(X)
     s0 = pose.scale
     R, s, t = pose.rotation, pose.scale, pose.translation.copy()
     prior = np.concatenate([np.zeros(6), lam])
@@ -166,7 +181,7 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
         rv = r.reshape(-1) / s0
         H = J.T @ J + np.diag(prior)
         g = J.T @ rv + prior * np.concatenate([np.zeros(6), coeffs])
-        improved = False
+        improved = converged = False
         for _ in range(8):
             step = -np.linalg.solve(H + mu * np.diag(np.diag(H) + 1e-9), g)
             R_new = _rotation_exp(step[:3]) @ R
