@@ -219,3 +219,11 @@ def test_killed_run_then_rerun_gives_each_sample_once(scans, tmp_path):
     names = [f"frgc/{n}" for n in GOOD[:3]] + ["bosphorus/bs000_N_N_0"]
     assert sorted(ids) == sorted(f"{n}/p{p}" for n in names for p in range(POSES + 1))
     assert not os.path.exists(os.path.join(out, "train", "part-unfinished.parquet"))
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "configs", "preprocess")) if f.endswith(".yaml")))
+def test_shipped_configs_load(name):
+    from refine_ray.config import load_config
+
+    s = load_config(PreprocessSettings, os.path.join(ROOT, "configs", "preprocess", name), {"input": "a", "output": "b"})
+    assert s.image_size >= 16 and s.poses.count >= 0

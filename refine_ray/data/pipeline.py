@@ -182,6 +182,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     elapsed = time.perf_counter() - started
 
     entries = store.ledger()
+    store.remove_orphans(entries)  # nothing is in flight now: only committed shards may remain
     counts = summarize(entries)
     n_errors = store.write_errors(entries)
     norm = normalization(settings)
