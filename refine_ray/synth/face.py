@@ -16,7 +16,7 @@ from refine_ray.synth.template import template
 
 # Bumped whenever the geometry of a face for a given seed changes, so caches built from synthetic faces
 # (e.g. the default morphable model) can include it in their key.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # name: (mean, sd) — physical units (mm unless noted); sampled as mean + sd·z, z ~ N(0,1) clipped to ±2.5
 IDENTITY_PARAMS: dict[str, tuple[float, float]] = {
@@ -121,18 +121,19 @@ def _identity_surface(pq: np.ndarray, s: dict[str, float]) -> tuple[np.ndarray, 
          s["forehead_top_y"]])
     hw = PchipInterpolator(
         [-1.0, -0.8, -0.48, -0.05, 0.22, 0.45, 1.0],
-        [s["chin_half_width"] * 0.8, s["chin_half_width"], s["jaw_half_width"], s["cheek_half_width"],
-         s["cheek_half_width"] - 1.0, s["forehead_half_width"] + 4.0, s["forehead_half_width"]])
+        [s["chin_half_width"] * 0.95, s["chin_half_width"] * 1.05, s["jaw_half_width"], s["cheek_half_width"],
+         s["cheek_half_width"] - 2.0, 0.5 * (s["cheek_half_width"] + s["forehead_half_width"]) + 1.0,
+         s["forehead_half_width"]])
     # across = p relative to the disc's width at this q, so the outline is hw(q)·e(q): an egg, not a diamond
     across = p / np.maximum(np.sqrt(np.clip(1.0 - q * q, 0.0, None)), 1e-6)
     across = np.clip(across, -1.0, 1.0)
-    egg = np.clip(1.0 - np.abs(q) ** np.where(q > 0, 3.0, 2.6), 0.0, None) ** np.where(q > 0, 1 / 3.0, 1 / 2.6)
+    egg = np.clip(1.0 - np.abs(q) ** np.where(q > 0, 3.0, 2.3), 0.0, None) ** np.where(q > 0, 1 / 3.0, 1 / 2.3)
     x = across * hw(q) * egg + s["eye_spacing"] * np.exp(-(((q - 0.22) / 0.2) ** 2)) * np.sin(np.pi * p)
     y = ys(q)
     mid = PchipInterpolator([-1.0, -0.82, -0.68, -0.48, -0.3, -0.13, 0.22, 0.34, 0.5, 0.75, 1.0],
                             [-18.0, -8.4, -12.0, -8.0, -5.6, -5.6, 0.0, -3.0, 0.0, -5.0, -10.0])
     # eye corners: medial ≈ 12 mm ahead of lateral; fades out before the outline so the temples stay round
-    flat_eyes = 1.0 - 0.5 * np.exp(-(((q - 0.22) / 0.15) ** 2)) * np.exp(-((p / 0.8) ** 6))
+    flat_eyes = 1.0 - 0.5 * np.exp(-(((q - 0.22) / 0.3) ** 2)) * np.exp(-((p / 0.75) ** 4))
     z = mid(q) - s["face_roundness"] * p**2 * flat_eyes - 15.0 * p**4
     z -= s["lower_face_recession"] * np.clip((-q - 0.3) / 0.7, 0, None)
     z -= s["forehead_slope"] * np.clip((q - 0.45) / 0.55, 0, None) ** 2
