@@ -42,6 +42,9 @@ def test_npz_roundtrip_and_instance(tmp_path):
     assert back.n_expr == 2 and back.landmark_index[30] == 0
     np.testing.assert_allclose(back.landmarks_3d()[30], mean[0], atol=1e-4)
     assert np.isnan(back.landmarks_3d()[0]).all()
+    small = back.truncated(n_shape=2, n_expr=0)
+    assert small.n_shape == 2 and small.n_expr == 0
+    np.testing.assert_allclose(small.instance([1.0, -0.5]), back.instance([1.0, -0.5]), atol=1e-9)
 
 
 def test_npz_over_s3(s3_bucket):

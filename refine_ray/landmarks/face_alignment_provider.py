@@ -72,16 +72,20 @@ class FaceAlignmentLandmarks(LandmarkProvider):
 
     detector: "sfd" (the package's face detector, picks the highest-scoring face) or "full_image" (the
     photo is already a face crop — e.g. FRGC/Bosphorus frontal photos; no detector weights needed).
+    device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     """
 
     name = "face_alignment"
 
-    def __init__(self, device: str = "cpu", batch_size: int = 8, detector: str = "full_image",
+    def __init__(self, device: str = "auto", batch_size: int = 8, detector: str = "full_image",
                  flip_input: bool = False, allow_download: bool = False):
         if detector not in ("sfd", "full_image"):
             raise ValueError(f"detector must be 'sfd' or 'full_image', got {detector!r}")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if device == "auto":    # a GPU when this worker has one (Ray GPU actors), else the CPU
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device, self.batch_size, self.detector = device, int(batch_size), detector
         self.flip_input, self.allow_download = bool(flip_input), bool(allow_download)
         self._fa = None
