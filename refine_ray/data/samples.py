@@ -166,12 +166,10 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
             order = np.full(valid.size, -1)
             order[np.flatnonzero(valid.ravel())] = np.arange(int(valid.sum()))
             vpix = np.asarray(scan.vertex_pixels, float)[order[gidx]]
-        else:
-            w = valid.shape[1]
-            vpix = np.stack([gidx % w + 0.5, gidx // w + 0.5], axis=1).astype(float)
-            if scan.photo is not None and scan.photo.shape[:2] != valid.shape:
-                raise SampleBuildError(src, "validate", f"photo is {scan.photo.shape[1]}x{scan.photo.shape[0]} px but the "
-                                       f"pixel-registered range grid is {valid.shape[1]}x{valid.shape[0]}")
+        else:  # pixel-registered grid: photo pixel = grid pixel (times the photo's scale, checked below)
+            h, w = valid.shape
+            sx, sy = (scan.photo.shape[1] / w, scan.photo.shape[0] / h) if scan.photo is not None else (1.0, 1.0)
+            vpix = np.stack([(gidx % w + 0.5) * sx, (gidx // w + 0.5) * sy], axis=1).astype(float)
     else:
         raise SampleBuildError(src, "mesh", "scan has neither faces nor a range grid (a bare point cloud cannot be rendered)")
     if len(faces) == 0:
