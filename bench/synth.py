@@ -11,7 +11,6 @@ import os
 import tempfile
 import time
 
-import numpy as np
 
 from refine_ray.scans import read_scan
 from refine_ray.scans.frgc import parse_abs

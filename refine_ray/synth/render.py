@@ -85,7 +85,7 @@ def _grid_normals(points: np.ndarray) -> np.ndarray:
 
 
 def _surface(face: SynthFace, verts_cam, normals_cam, s, height, width, center):
-    """Rasterize → (points (H,W,3) with detail, smooth normals, pq (H,W,2), mask, detail, mole)."""
+    """Rasterize → (points (H,W,3) with detail, NaN outside; smooth normals; pq (H,W,2); mask; mole weight)."""
     pq = template().pq
     attrs = np.concatenate([verts_cam, normals_cam, pq], axis=1)
     img, mask = rasterize(_to_image(verts_cam, s, height, width, center), face.faces, attrs, height, width)
@@ -112,8 +112,7 @@ def _ellipse(cols, rows, c, r, rx, ry):
 
 def _occlude(kind, pts, mask, albedo, lm_img, s, rng, identity, pix_to_xy):
     """Hand / glasses / hair in front of the face (Bosphorus-style occlusions), in place."""
-    h, w = mask.shape
-    rows, cols = np.mgrid[0:h, 0:w] + 0.5
+    rows, cols = np.mgrid[0:mask.shape[0], 0:mask.shape[1]] + 0.5
     zmax = np.nanmax(pts[..., 2])
     holes = np.zeros(mask.shape, bool)
     if kind == "hand":
@@ -133,8 +132,8 @@ def _occlude(kind, pts, mask, albedo, lm_img, s, rng, identity, pix_to_xy):
             dc = np.clip(cols, lo, hi) - cols
             d = np.hypot(dc, rows - r0)
             inside = d < radius
-            h = np.sqrt(np.clip(1 - (d / radius) ** 2, 0, 1)) * 8.0
-            height = np.where(inside, np.maximum(height, h), height)
+            bulge = np.sqrt(np.clip(1 - (d / radius) ** 2, 0, 1)) * 8.0
+            height = np.where(inside, np.maximum(height, bulge), height)
             region |= inside
         z = np.nanmax(np.where(region, z_face, -np.inf)) + 4.0 + height
         x, y = pix_to_xy(cols, rows)
@@ -187,7 +186,7 @@ def render_scan(face: SynthFace, profile: ScannerProfile, rng: np.random.Generat
     center = np.array([shift[0], shift[1] - 20.0])            # frame the face (its centre is ≈20 mm below the eyes)
 
     s = profile.px_per_mm
-    pts, n_smooth, pq, mask, mole = _surface(face, verts, normals, s, profile.height, profile.width, center)
+    pts, _, pq, mask, mole = _surface(face, verts, normals, s, profile.height, profile.width, center)
     alb = np.zeros(mask.shape + (3,))
     alb[mask] = albedo_at(pq[mask], face.identity, face.actions)
     alb *= (1.0 - 0.55 * mole)[..., None]
