@@ -88,9 +88,9 @@ def test_bosphorus_set(tmp_path):
     assert np.linalg.norm(neutral.vertex_pixels[np.argmin(dist)] - neutral.landmarks_2d[30]) < 3.0
 
 
-def test_s3_round_trip(s3_bucket):
+def test_s3_round_trip_from_ray_workers(s3_bucket, ray_session):
     out = f"{s3_bucket}/synth/frgc"
-    synthesize_dataset("frgc", 1, 1, out, seed=3, parallel=False)
+    synthesize_dataset("frgc", 1, 1, out, seed=3, parallel=True)
     uris = discover_scans(out)
     assert uris == [f"{out}/02000d100.abs.gz"]
     scan = read_scan(uris[0])

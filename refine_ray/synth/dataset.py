@@ -122,7 +122,8 @@ def synthesize_dataset(fmt: str, subjects: int, scans_per_subject: int, out: str
         if not ray.is_initialized():
             ray.init(runtime_env={"env_vars": storage.worker_env()}, include_dashboard=False,
                      configure_logging=False, log_to_driver=False)
-        task = ray.remote(num_cpus=1)(synthesize_subject)
+        # AWS settings travel with every task: workers of an already running Ray did not see this process' env
+        task = ray.remote(num_cpus=1)(synthesize_subject).options(runtime_env={"env_vars": storage.worker_env()})
         refs = [task.remote(fmt, s, scans_per_subject, seed, out) for s in range(subjects)]
         per_subject = ray.get(refs)
     else:
