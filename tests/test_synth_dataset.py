@@ -100,8 +100,9 @@ def test_s3_round_trip_from_ray_workers(s3_bucket, ray_session):
 def test_job_registered(tmp_path):
     from jobs.synthesize import main
 
-    summary = main(["--format", "registered", "--subjects", "3", "--out", str(tmp_path), "--seed", "5", "--serial"])
-    assert summary["scans"] == 3
+    summary = main(["--format", "registered", "--subjects", "3", "--out", str(tmp_path), "--seed", "5", "--serial",
+                    "--preview"])
+    assert summary["scans"] == 3 and (tmp_path / "preview.png").stat().st_size > 5_000
     data = np.load(tmp_path / "registered.npz")
     verts, faces, lmi = registered_population(3, seed=5)
     assert np.allclose(data["vertices"], verts, atol=1e-3) and np.array_equal(data["faces"], faces)

@@ -115,7 +115,7 @@ def synthesize_dataset(fmt: str, subjects: int, scans_per_subject: int, out: str
     storage.makedirs(out)
     t0 = time.perf_counter()
     if fmt == "registered":
-        return _registered(subjects, out, seed, t0)
+        return _registered(subjects, out, seed, t0, preview)
     if parallel:
         import ray
 
@@ -140,7 +140,7 @@ def synthesize_dataset(fmt: str, subjects: int, scans_per_subject: int, out: str
     return summary
 
 
-def _registered(n: int, out: str, seed: int, t0: float) -> dict:
+def _registered(n: int, out: str, seed: int, t0: float, preview: bool = False) -> dict:
     verts, faces, lmi = registered_population(n, seed)
     for i, v in enumerate(verts):
         write_registered_mesh(out, f"reg{i:05d}", v, faces, lmi)
@@ -149,5 +149,9 @@ def _registered(n: int, out: str, seed: int, t0: float) -> dict:
     storage.atomic_write_bytes(storage.join(out, "registered.npz"), buf.getvalue())
     summary = {"format": "registered", "subjects": n, "scans": n, "seed": seed, "out": str(out),
                "seconds": round(time.perf_counter() - t0, 2)}
+    if preview:
+        from refine_ray.synth.preview import registered_sheet
+
+        summary["preview"] = registered_sheet(verts, faces, storage.join(out, "preview.png"))
     storage.atomic_write_text(storage.join(out, "synthesis.json"), json.dumps(summary, indent=2))
     return summary

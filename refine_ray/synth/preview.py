@@ -71,3 +71,27 @@ def contact_sheet(scan_uris: list[str], out_uri: str, max_scans: int = 12) -> st
     sheet.save(buf, format="PNG")
     storage.atomic_write_bytes(out_uri, buf.getvalue())
     return out_uri
+
+
+def registered_sheet(vertices: np.ndarray, faces: np.ndarray, out_uri: str, max_faces: int = 12,
+                     px_per_mm: float = 1.5) -> str:
+    """Shaded frontal depth of registered meshes (they have no photo), rasterized like a scan."""
+    from refine_ray.geometry import rasterize
+
+    picks = np.linspace(0, len(vertices) - 1, min(max_faces, len(vertices))).round().astype(int)
+    tiles = []
+    for i in picks:
+        v = vertices[i] - vertices[i].mean(0)
+        h, w = 330, 260
+        img = np.c_[w / 2 + px_per_mm * v[:, 0], h / 2 - px_per_mm * v[:, 1], v[:, 2]]
+        xyz, mask = rasterize(img, faces, v, h, w)
+        grid = np.where(mask[..., None], xyz.astype(np.float64), np.nan)
+        tiles.append(_fit(Image.fromarray(shaded_depth(grid, mask)).convert("RGB")))
+    cols = min(len(tiles), 6)
+    sheet = Image.new("RGB", (cols * TILE_W, ((len(tiles) + cols - 1) // cols) * TILE_H))
+    for k, tile in enumerate(tiles):
+        sheet.paste(tile, ((k % cols) * TILE_W, (k // cols) * TILE_H))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    storage.atomic_write_bytes(out_uri, buf.getvalue())
+    return out_uri
