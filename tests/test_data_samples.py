@@ -123,3 +123,13 @@ def test_generic_mesh_without_photo_uses_its_3d_landmarks_seen_from_the_front(mo
         np.testing.assert_allclose(np.asarray(row["landmarks_image"]).reshape(68, 2), expected, atol=0.05)
         coarse = np.asarray(row["landmarks_input_image"]).reshape(68, 2)
         assert np.linalg.norm(coarse - expected, axis=1)[NON_JAW].max() < 2.0
+
+
+def test_landmark_noise_is_seeded_per_scan_and_feeds_only_the_fit(rendered, model):
+    r, _ = rendered
+    noisy = [build_samples(_scan(r), _settings(landmark_noise_px=2.0), model, None, [Pose(0, 0, 0, 0)])[0] for _ in range(2)]
+    clean = build_samples(_scan(r), _settings(), model, None, [Pose(0, 0, 0, 0)])[0]
+    assert noisy[0]["landmarks_2d"] == noisy[1]["landmarks_2d"]                      # deterministic
+    d = np.asarray(noisy[0]["landmarks_2d"]) - np.asarray(clean["landmarks_2d"])
+    assert 1.5 < d.std() < 2.5                                                       # σ = 2 px per coordinate
+    np.testing.assert_array_equal(noisy[0]["landmarks_image"], clean["landmarks_image"])  # ground truth unaffected
