@@ -160,3 +160,16 @@ def test_corrupt_photo_is_named(tmp_path):
     (tmp_path / "04201d487.ppm").write_bytes(b"P6\n4 3\n255\n\x00\x01")       # header promises 36 bytes
     with pytest.raises(ScanFormatError, match="04201d487.ppm"):
         read_scan(str(tmp_path / "04201d487.abs"))
+
+
+def test_abs_number_parser_matches_python_float():
+    from refine_ray.scans.frgc import _parse_numbers
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(0, 400, 3000)
+    tokens = [f"{x:.3f}" for x in v[:1000]] + [f"{x:.6f}" for x in v[1000:2000]] + [f"{x:.5e}" for x in v[2000:]]
+    tokens += ["-999999", "0", "+2.5", "-0.0", "7.", "1E+02", "12345678901234567890", "nan"]   # last two: fallback path
+    parsed = _parse_numbers(" ".join(tokens).encode(), "t.abs", "X", len(tokens))
+    assert np.array_equal(parsed, np.array([float(t) for t in tokens]), equal_nan=True)
+    with pytest.raises(ScanFormatError, match="t.abs.*non-numeric value in the X line"):
+        _parse_numbers(b"1.0 2.0 x3", "t.abs", "X", 3)
