@@ -173,3 +173,11 @@ def test_abs_number_parser_matches_python_float():
     assert np.array_equal(parsed, np.array([float(t) for t in tokens]), equal_nan=True)
     with pytest.raises(ScanFormatError, match="t.abs.*non-numeric value in the X line"):
         _parse_numbers(b"1.0 2.0 x3", "t.abs", "X", 3)
+
+
+def test_wrong_landmark_count_names_the_landmark_file(tmp_path):
+    flags, x, y, z = _tiny_frgc()
+    (tmp_path / "04201d488.abs").write_text(_abs_text(flags, x, y, z))
+    (tmp_path / "04201d488.pts").write_text("version: 1\nn_points: 5\n{\n" + "1 1\n" * 5 + "}\n")
+    with pytest.raises(ScanFormatError, match="04201d488.pts.*expected 68"):
+        read_scan(str(tmp_path / "04201d488.abs"))

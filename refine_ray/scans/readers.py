@@ -80,25 +80,23 @@ def _read_photo(uri: str) -> np.ndarray:
 
 
 def _landmarks(sibs: dict[str, str]):
+    """(2D (68,2) or None, 3D (68,3) or None) from the first sibling landmark file that has each."""
     from refine_ray.landmarks import formats
 
-    l2 = l3 = None
-    for sfx in LANDMARK_2D_ORDER:
-        if l2 is None and sfx in sibs:
+    found = {2: None, 3: None}
+    for dims, order in ((2, LANDMARK_2D_ORDER), (3, LANDMARK_3D_ORDER)):
+        for sfx in order:
+            if found[dims] is not None or sfx not in sibs:
+                continue
             try:
-                l2 = formats.read_landmarks(sibs[sfx]).points_2d
+                ls = formats.read_landmarks(sibs[sfx])
             except formats.LandmarkFormatError as exc:
                 raise ScanFormatError(exc.source, exc.problem) from None
-    for sfx in LANDMARK_3D_ORDER:
-        if l3 is None and sfx in sibs:
-            try:
-                l3 = formats.read_landmarks(sibs[sfx]).points_3d
-            except formats.LandmarkFormatError as exc:
-                raise ScanFormatError(exc.source, exc.problem) from None
-    for name, arr in (("2D", l2), ("3D", l3)):
-        if arr is not None and arr.shape[0] != 68:
-            raise ScanFormatError(str(sibs), f"{name} landmarks: expected 68 points, got {arr.shape[0]}")
-    return l2, l3
+            arr = ls.points_2d if dims == 2 else ls.points_3d
+            if arr is not None and arr.shape[0] != 68:
+                raise ScanFormatError(sibs[sfx], f"expected 68 landmarks (iBUG order), got {arr.shape[0]}")
+            found[dims] = arr
+    return found[2], found[3]
 
 
 def read_scan(uri: str) -> Scan:
