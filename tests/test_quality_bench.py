@@ -1,0 +1,130 @@
+"""Smoke run of bench/quality.py (the Table 3/4 driver) on a tiny scale.
+
+The table's numbers are checked against metrics recomputed here from the Parquet files the run wrote
+(dataset shards + refined shards, decoded from their raw bytes as the schema documents), with
+DESIGN.md's metric definitions written out again in this file — never against the driver's own code.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = """
+name: test
+frgc_subjects: 3
+frgc_scans_per_subject: 1
+bosphorus_subjects: 1
+bosphorus_scans_per_subject: 1
+poses: 0
+image_size: 32
+scale_px_per_mm: 0.15
+landmark_noise_px: 1.5
+max_resolution: 4
+max_channels: 8
+iterations_per_stage: 1
+batch_size: 2
+lr: 2.0e-4
+local: true
+"""
+
+
+def _rows(pattern: str) -> list[dict]:
+    files = sorted(glob.glob(pattern))
+    assert files, f"no files match {pattern}"
+    return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+
+def _img(row: dict, col: str, channels: int | None, dtype: str = "<f4") -> np.ndarray:
+    h, w = int(row["height"]), int(row["width"])
+    a = np.frombuffer(row[col], dtype)
+    return a.reshape(h, w, channels) if channels else a.reshape(h, w)
+
+
+def _mae_norm(pred: np.ndarray, pred_mask: np.ndarray, target: np.ndarray, target_mask: np.ndarray) -> float:
+    """DESIGN.md Eq. 4: depth in [-1,1] → [0,1], background 0, mean |p − t| where either is non-zero."""
+    p = np.where(pred_mask, (np.clip(pred, -1, 1) + 1) / 2, 0.0)
+    t = np.where(target_mask, (np.clip(target, -1, 1) + 1) / 2, 0.0)
+    support = (p != 0) | (t != 0)
+    return float(np.abs(p - t)[support].mean())
+
+
+def _expected(work: str, config: str, dataset: str) -> dict[str, list[float]]:
+    data_dir = os.path.join(work, "data", dataset)
+    lo, hi = json.load(open(os.path.join(data_dir, "manifest.json")))["normalization"]["depth_mm"]
+    to_mm = lambda v: lo + (v + 1.0) / 2.0 * (hi - lo)  # noqa: E731  the manifest's affine map, inverted
+    samples = {r["sample_id"]: r for r in _rows(os.path.join(data_dir, "test", "*.parquet"))}
+    refined = _rows(os.path.join(work, "refined", config, dataset, "refined", "*.parquet"))
+    assert sorted(r["sample_id"] for r in refined) == sorted(samples), "every test sample refined exactly once"
+    out: dict[str, list[float]] = {"mae_norm_coarse": [], "mae_norm_refined": [], "mae_mm_coarse": [], "mae_mm_refined": []}
+    for r in refined:
+        s = samples[r["sample_id"]]
+        coarse = _img(s, "input", int(s["input_channels"]))[..., 0]
+        target = _img(s, "target", 3)[..., 0]
+        in_mask = _img(s, "input_mask", None, "u1").astype(bool)
+        t_mask = _img(s, "target_mask", None, "u1").astype(bool)
+        pred = _img(r, "refined", 3)[..., 0]
+        r_mask = _img(r, "refined_mask", None, "u1").astype(bool)
+        both = in_mask & t_mask
+        for tag, img, m in (("coarse", coarse, in_mask), ("refined", pred, r_mask)):
+            out[f"mae_norm_{tag}"].append(_mae_norm(img, m, target, t_mask))
+            out[f"mae_mm_{tag}"].append(float(np.abs(to_mm(img[both]) - to_mm(target[both])).mean()))
+    return out
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_table3_smoke_numbers_match_recomputed_metrics(tmp_path):
+    sys.path.insert(0, ROOT)
+    from bench.quality import main
+
+    scale = tmp_path / "tiny.yaml"
+    scale.write_text(TINY)
+    work = str(tmp_path / "work")
+    summary = main(["table3", "--scale", str(scale), "--work", work, "--configs", "dce_d_dce"])
+    assert isinstance(summary, dict)
+
+    # the protocol: FRGC split by subject (train ∩ test = ∅), all Bosphorus in test
+    train = {r["subject_id"] for r in _rows(os.path.join(work, "data", "frgc", "train", "*.parquet"))}
+    test = {r["subject_id"] for r in _rows(os.path.join(work, "data", "frgc", "test", "*.parquet"))}
+    assert train and test and not train & test
+    assert not glob.glob(os.path.join(work, "data", "bosphorus", "train", "*.parquet"))
+
+    written = json.load(open(os.path.join(work, "results", "table3.json")))
+    md = open(os.path.join(work, "results", "table3.md")).read()
+    for dataset in ("frgc", "bosphorus"):
+        exp = _expected(work, "dce_d_dce", dataset)
+        got = written["results"]["dce_d_dce"][dataset]
+        for key, values in exp.items():
+            metric, model = key.rsplit("_", 1)
+            assert got[model][metric]["n"] == len(values)
+            assert got[model][metric]["mean"] == pytest.approx(np.mean(values), rel=1e-4, abs=1e-6), (dataset, key)
+            assert got[model][metric]["std"] == pytest.approx(np.std(values), rel=1e-3, abs=1e-6), (dataset, key)
+        # the Markdown row shows the same numbers (3 decimals for mae_norm)
+        assert f"{np.mean(exp['mae_norm_coarse']):.3f} ± {np.std(exp['mae_norm_coarse']):.3f}" in md
+        assert f"{np.mean(exp['mae_norm_refined']):.3f} ± {np.std(exp['mae_norm_refined']):.3f}" in md
+    assert "Coarse (3DMM fit)" in md and "DCE \\| D \\| DCE" in md
+
+
+def test_unknown_configuration_is_a_clear_error(capsys):
+    sys.path.insert(0, ROOT)
+    from bench.quality import main
+
+    assert main(["table3", "--scale", "smoke", "--configs", "dce_d_dce,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_bad_scale_file_is_a_clear_error(tmp_path, capsys):
+    sys.path.insert(0, ROOT)
+    from bench.quality import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("frgc_subjects: two\n")
+    assert main(["table3", "--scale", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "frgc_subjects" in err
