@@ -31,13 +31,9 @@ def load_model(settings: PreprocessSettings):
 
 
 def make_landmark_provider(settings: PreprocessSettings):
-    """The 2D landmark source; None means 'the landmarks shipped with each scan'."""
-    try:
-        from refine_ray.landmarks import make_provider
-    except ImportError:
-        if settings.landmarks == "file":
-            return None
-        raise
+    """The 2D landmark source named by `settings.landmarks` ('file', 'face_alignment')."""
+    from refine_ray.landmarks import make_provider
+
     return make_provider(settings.landmarks)
 
 

@@ -57,6 +57,14 @@ class PreprocessSettings(StrictModel):
     storage: StorageSettings = StorageSettings()
 
     @model_validator(mode="after")
+    def _normalization_is_valid(self):
+        if self.normalization:
+            from refine_ray.geometry import DceNormalization
+
+            DceNormalization.from_dict(self.normalization)  # unknown keys / lo >= hi → a clear error now
+        return self
+
+    @model_validator(mode="after")
     def _paths_differ(self):
         if self.input and self.output and self.input.rstrip("/") == self.output.rstrip("/"):
             raise ValueError("input and output must differ")
