@@ -1,7 +1,8 @@
 """The default morphable model: PCA of the synthetic registered population, built once and cached.
 
 Why: the embedded demo and the tests need a model without any download; building is deterministic
-(fixed population seed and size), so the cache key is just those settings plus a format version.
+(fixed population seed and size), so the cache key is those settings, a format version and the
+synthetic generator's version (a changed face generator must not reuse a stale model).
 """
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ def default_model(n_subjects: int = DEFAULT_SUBJECTS, n_components: int = DEFAUL
     with _lock:
         if key in _memo:
             return _memo[key]
-        path = os.path.join(cache_dir(), "morphable", f"default-v{_FORMAT}-n{n_subjects}-k{n_components}-s{seed}.npz")
+        from refine_ray.synth.face import GENERATOR_VERSION
+
+        name = f"default-v{_FORMAT}-g{GENERATOR_VERSION}-n{n_subjects}-k{n_components}-s{seed}.npz"
+        path = os.path.join(cache_dir(), "morphable", name)
         model = None
         if os.path.exists(path):
             try:
