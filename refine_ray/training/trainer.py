@@ -81,7 +81,7 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
         raise FileNotFoundError(f"{train_uri}: no training shards (*.parquet)")
     fs, _ = storage.arrow_filesystem(train_uri)
     paths = [storage.arrow_filesystem(f)[1] for f in files]
-    ds = ray.data.read_parquet(paths, filesystem=fs, columns=COLUMNS)
+    ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(COLUMNS)
     ds = ds.map_batches(decode_for_training, batch_size=64)
 
     w = cfg.workers
