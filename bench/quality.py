@@ -95,21 +95,24 @@ class Timer:
         return out
 
 
-def paths(work: str) -> dict[str, str]:
+def paths(work: str, tag: str = "") -> dict[str, str]:
+    """Data is shared by every run under `work`; runs, refined outputs and results are per `tag`
+    (so several schedules can be compared on the same data)."""
     j = storage.join
+    sub = f"-{storage.safe_name(tag)}" if tag else ""
     return {"frgc_scans": j(work, "scans", "frgc"), "bos_scans": j(work, "scans", "bosphorus"),
             "model": j(work, "model.npz"), "frgc_data": j(work, "data", "frgc"), "bos_data": j(work, "data", "bosphorus"),
-            "runs": j(work, "runs"), "refined": j(work, "refined"), "results": j(work, "results")}
+            "runs": j(work, "runs" + sub), "refined": j(work, "refined" + sub), "results": j(work, "results" + sub)}
 
 
-def prepare_data(scale: QualityScale, work: str, timer: Timer) -> dict[str, str]:
+def prepare_data(scale: QualityScale, work: str, timer: Timer, tag: str = "") -> dict[str, str]:
     """Steps 1–3: synthetic scans, the 3DMM, preprocessed FRGC (subject split) and Bosphorus (all-test)."""
     from refine_ray.data.pipeline import run_preprocess
     from refine_ray.data.settings import PreprocessSettings
     from refine_ray.morphable.default import default_model
     from refine_ray.synth.dataset import synthesize_dataset
 
-    p = paths(work)
+    p = paths(work, tag)
     for fmt, key, n, k in (("frgc", "frgc_scans", scale.frgc_subjects, scale.frgc_scans_per_subject),
                            ("bosphorus", "bos_scans", scale.bosphorus_subjects, scale.bosphorus_scans_per_subject)):
         if not storage.exists(storage.join(p[key], "synthesis.json")):
@@ -266,13 +269,14 @@ def goals(results: dict[str, dict[str, dict]], table: str) -> dict[str, Any]:
     return out
 
 
-def run_table(table: str, scale: QualityScale, work: str, configs: list[str], figure: str | None) -> dict[str, Any]:
+def run_table(table: str, scale: QualityScale, work: str, configs: list[str], figure: str | None,
+              tag: str = "") -> dict[str, Any]:
     timer = Timer()
-    p = prepare_data(scale, work, timer)
+    p = prepare_data(scale, work, timer, tag)
     outs = {name: train_and_refine(name, scale, p, timer) for name in configs}
     results = {name: {ds: dataset_stats(o[ds]) for ds in (IN_DIST, CROSS)} for name, o in outs.items()}
     header, rows = build_table(results, with_surface=True)
-    summary = {"table": table, "scale": scale.model_dump(mode="json"), "work": work, "configs": configs,
+    summary = {"table": table, "tag": tag, "scale": scale.model_dump(mode="json"), "work": work, "configs": configs,
                "refine_outputs": outs, "results": results, "coarse_identical_across_configs": coarse_consistent(results),
                "goals": goals(results, table), "seconds": timer.seconds,
                "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
@@ -304,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--landmark-noise-px", type=float, help="[landmark_noise_px] override")
     ap.add_argument("--iterations-per-stage", type=int, help="[iterations_per_stage] override")
     ap.add_argument("--gpu", action="store_true", default=None, help="train and refine on a GPU")
+    ap.add_argument("--tag", default="", help="runs/refined/results go to <work>/runs-TAG etc. (same data, another schedule)")
     ap.add_argument("--figure", help="table4: write the qualitative grid PNG here (default <work>/results/quality_grid.png)")
     return ap
 
@@ -332,8 +337,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | int:
         return 2
     work = args.work or f"/tmp/refine-ray-quality-{scale.name}"
     work = work if storage.is_remote(work) else os.path.abspath(work)
-    figure = args.figure or (storage.join(work, "results", "quality_grid.png") if args.table == "table4" else None)
-    return run_table(args.table, scale, work, configs, figure)
+    figure = args.figure or (storage.join(paths(work, args.tag)["results"], "quality_grid.png")
+                             if args.table == "table4" else None)
+    return run_table(args.table, scale, work, configs, figure, args.tag)
 
 
 if __name__ == "__main__":
