@@ -28,7 +28,7 @@ class RefineConfig(StrictModel):
     checkpoint: str | None = Field(default=None, description="stage checkpoint or run dir (its last stage)")
     input: str | None = Field(default=None, description="folder/bucket of Parquet shards, or of raw scans")
     output: str | None = Field(default=None, description="output folder/bucket")
-    split: str | None = Field(default=None, description="only samples of this split (e.g. test); null = all")
+    split: str | None = Field(default="test", description="only samples of this split; null = every sample")
     batch_size: int = Field(default=32, ge=1)
     gpu: bool = False
     num_actors: int = Field(default=1, ge=1, description="model replicas (one per actor; one GPU each with gpu)")
