@@ -66,14 +66,22 @@ def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) 
 
 
 def process_batch(uris: list[str], settings: PreprocessSettings, model, provider, norm, store: ShardStore) -> list[ScanOutcome]:
-    """Process a batch of scans one at a time and commit them as shards + one ledger entry."""
+    """Process a batch of scans one at a time and commit them as shards + one ledger entry.
+
+    BLAS runs single-threaded here: a scan's matrices are small (3DMM fit: ~136×66), parallelism comes
+    from one worker per core, and OpenBLAS threads busy-wait on a busy machine — measured, they took
+    the fit from ~6 to ~40 CPU-ms per scan on the shared 2-core box.
+    """
+    from threadpoolctl import threadpool_limits
+
     rows: list[dict] = []
     outcomes = []
-    for uri in uris:
-        r, o = process_scan(uri, settings, model, provider, norm)
-        rows.extend(r)
-        outcomes.append(o)
-    store.commit_batch(uris, rows, outcomes, settings.fingerprint())
+    with threadpool_limits(limits=1, user_api="blas"):
+        for uri in uris:
+            r, o = process_scan(uri, settings, model, provider, norm)
+            rows.extend(r)
+            outcomes.append(o)
+        store.commit_batch(uris, rows, outcomes, settings.fingerprint())
     return outcomes
 
 
