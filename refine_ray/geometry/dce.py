@@ -134,16 +134,23 @@ class DceNormalization:
 
     def normalize(self, dce, mask, rgb=None) -> np.ndarray:
         """(H,W,3) physical DCE (+ optional (H,W,3) rgb) → (H,W,3|6) float32 in [-1,1], background -1."""
-        x = np.asarray(dce, dtype=np.float64)
+        x = np.asarray(dce)
         mask = np.asarray(mask, dtype=bool)
         if x.ndim != 3 or x.shape[2] != 3 or mask.shape != x.shape[:2]:
             raise ValueError(f"normalize needs dce (H,W,3) and mask (H,W), got {x.shape} and {mask.shape}")
+        # One float32 buffer, scaled in place: the output is float32 anyway (≤ 2 ulp from a float64
+        # evaluation, 1e-5 mm of depth), and it runs 12× per scan in preprocessing.
+        out = np.empty(x.shape[:2] + (3 if rgb is None else 6,), dtype=np.float32)
+        out[..., :3] = x
         if rgb is not None:
-            x = np.concatenate([x, np.asarray(rgb, dtype=np.float64)], axis=-1)
-        r = self._ranges(x.shape[-1])
-        out = np.clip(2.0 * (x - r[:, 0]) / (r[:, 1] - r[:, 0]) - 1.0, -1.0, 1.0)
+            out[..., 3:] = rgb
+        r = self._ranges(out.shape[-1])
+        a = 2.0 / (r[:, 1] - r[:, 0])
+        out *= a.astype(np.float32)
+        out += (-r[:, 0] * a - 1.0).astype(np.float32)
+        np.clip(out, -1.0, 1.0, out=out)
         out[~mask] = -1.0
-        return out.astype(np.float32)
+        return out
 
     def denormalize(self, image) -> np.ndarray:
         """Network units (…,C) → physical units (depth mm, curvature 1/mm, elevation rad, rgb)."""
