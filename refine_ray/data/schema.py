@@ -80,13 +80,15 @@ def _check_image(name: str, arr: np.ndarray, hw: tuple[int, int], channels: int 
     if arr.shape != want:
         raise SampleError(f"{source}: {name} has shape {arr.shape}, expected {want}")
     if channels is None:
-        return np.ascontiguousarray(arr.astype(bool).astype(np.uint8))
-    arr = arr.astype("<f4", copy=False)
-    if not np.all(np.isfinite(arr)):
-        raise SampleError(f"{source}: {name} contains NaN or infinite values")
-    if arr.min(initial=0) < -1.0 - 1e-5 or arr.max(initial=0) > 1.0 + 1e-5:
+        return np.ascontiguousarray(arr, dtype=bool).view(np.uint8)
+    arr = np.ascontiguousarray(arr, dtype="<f4")
+    # min/max propagate NaN and see ±inf, so two reductions check finiteness and range (no temporaries).
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if not (lo >= -1.0 - 1e-5 and hi <= 1.0 + 1e-5):
+        if not np.all(np.isfinite(arr)):
+            raise SampleError(f"{source}: {name} contains NaN or infinite values")
         raise SampleError(f"{source}: {name} is outside network units [-1, 1]")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def _fixed_list(name: str, values: Any, n: int, source: str, allow_nan: bool = False) -> list[float]:
