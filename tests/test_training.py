@@ -102,3 +102,19 @@ def test_checkpoints_load_with_weights_only_and_bad_files_are_named(tmp_path):
         ckpt.load_checkpoint(str(bad))
     with pytest.raises(ckpt.CheckpointError, match="no stage checkpoint"):
         ckpt.load_refiner(str(tmp_path))
+
+
+def test_cli_names_missing_paths_and_bad_values(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_job", "jobs/train.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.main(["--config", "configs/train/dce_d_dce.yaml"]) == 2
+    assert "data, storage, name" in capsys.readouterr().err
+    assert job.main(["--config", "configs/train/dce_d_dce.yaml", "--data", "d", "--storage", "s", "--name", "n",
+                     "--max-resolution", "48"]) == 2
+    assert "max_resolution" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        job.main(["--help"])
+    assert "--iterations-per-stage" in capsys.readouterr().out
