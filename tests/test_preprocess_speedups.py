@@ -63,7 +63,11 @@ def test_normalize_matches_the_affine_formula():
     want = np.clip(2 * (np.concatenate([dce, rgb], axis=2).astype(float) - lo) / (hi - lo) - 1, -1, 1)
     want[~mask] = -1
     assert out.dtype == np.float32 and out.shape == (16, 12, 6)
-    np.testing.assert_allclose(out, want, rtol=0, atol=3e-7)
+    np.testing.assert_array_equal(out, want.astype(np.float32))  # the float64 formula, rounded once
+    np.testing.assert_array_equal(norm.normalize(dce, mask), want[..., :3].astype(np.float32))
+    nan = dce.copy()
+    nan[0, 0, 1] = np.nan
+    assert np.isnan(norm.normalize(nan, np.ones((16, 12), bool))[0, 0, 1])  # NaN is not hidden by the clip
     # depth back in mm within far less than the 0.05 mm storage budget
     inside = mask & (dce[..., 0] > -80) & (dce[..., 0] < 40)
     assert np.abs(norm.denormalize_depth(out[..., 0])[inside] - dce[..., 0][inside]).max() < 1e-4
