@@ -41,7 +41,8 @@ class ScanOutcome:
     subject_id: str | None = None
     stage: str | None = None
     reason: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0            # wall time of the scan in its worker
+    cpu_seconds: float = 0.0        # CPU time of the worker process for the scan (load-independent)
 
 
 @dataclass
@@ -61,9 +62,12 @@ def batch_key(uris: Iterable[str]) -> str:
 
 
 def table_bytes(table: pa.Table, compression: str) -> bytes:
+    # No min/max statistics for binary columns: on megabyte image blobs they cost time and are useless
+    # (nobody filters on the bytes of an image); scalar columns keep theirs for predicate pushdown.
+    stats = [f.name for f in table.schema if not pa.types.is_binary(f.type)]
     buf = io.BytesIO()
     pq.write_table(table, buf, compression=None if compression == "none" else compression,
-                   use_dictionary=["dataset", "subject_id", "split", "expression"])
+                   use_dictionary=["dataset", "subject_id", "split", "expression"], write_statistics=stats)
     return buf.getvalue()
 
 
