@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     p.add_argument("--overhead-resolution", type=int, default=32, help="max resolution of the overhead comparison")
     p.add_argument("--overhead-iterations", type=int, default=20, help="iterations per stage in the comparison")
-    p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip-ray", action="store_true", help="only the 256² figure")
+    p.add_argument("--skip-256", action="store_true", help="only the Ray Train overhead comparison")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     x = torch.from_numpy(np.stack([q[0] for q in pairs]).transpose(0, 3, 1, 2).copy()).to(dev)
     y = torch.from_numpy(np.stack([q[1] for q in pairs]).transpose(0, 3, 1, 2).copy()).to(dev)
     results = {}
-    for bf16 in ([False, True] if dev.type == "cuda" else [False]):
+    for bf16 in ([] if args.skip_256 else [False, True] if dev.type == "cuda" else [False]):
         cfg = TrainConfig.model_validate({"workers": {"bf16": bf16}, "schedule": {"batch_size": args.batch_size}})
         rate = stage_rate(cfg, 6, x, y, args.steps)
         results[f"256_fade_samples_per_s{'_bf16' if bf16 else ''}"] = rate

@@ -56,6 +56,7 @@ class ScheduleConfig(StrictModel):
     iterations_per_stage: int = Field(10_000, ge=1)
     batch_size: int = Field(4, ge=1, description="per worker")
     fade_fraction: float = Field(0.5, gt=0, le=1)
+    shuffle_buffer: int = Field(64, ge=0, description="rows in each worker's local shuffle buffer (0 = file order)")
     crop_pad: float = Field(0.0625, ge=0, lt=0.5, description="max random shift, fraction of the side")
     checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
     log_every: int = Field(50, ge=1)

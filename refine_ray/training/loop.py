@@ -50,10 +50,11 @@ def depth_to_mm(depth: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
     return DceNormalization.from_dict(normalization).denormalize_depth(depth)
 
 
-def _batches(shard, batch_size: int, device) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(shard, batch_size: int, device, shuffle_buffer: int) -> Iterator[dict[str, torch.Tensor]]:
     while True:
         got = 0
-        for batch in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False):
+        for batch in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False,
+                                              local_shuffle_buffer_size=shuffle_buffer or None):
             got += 1
             yield batch
         if got == 0:
@@ -176,7 +177,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     torch.manual_seed(sch.seed * 1_000_003 + rank * 7919 + global_step)
     augment = torch.Generator().manual_seed(sch.seed * 1_000_003 + rank * 7919 + global_step + 1)
-    batches = _batches(ray.train.get_dataset_shard("train"), sch.batch_size, device)
+    batches = _batches(ray.train.get_dataset_shard("train"), sch.batch_size, device, sch.shuffle_buffer)
     val = read_validation(cfg.data, sch.val_samples) if rank == 0 else None
     scale = float(manifest["scale_px_per_mm"])
     normalization = manifest["normalization"]
