@@ -83,17 +83,6 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     paths = [storage.arrow_filesystem(f)[1] for f in files]
     ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(COLUMNS)
     ds = ds.map_batches(decode_for_training, batch_size=64)
-    # Each pass over a Ray Data stream restarts its execution (seconds); a small dataset would pay
-    # that every few steps. One "epoch" of the stream therefore covers a whole stage when it can.
-    import math
-
-    import pyarrow.parquet as pq
-
-    n_rows = sum(pq.read_metadata(p, filesystem=fs).num_rows for p in paths)
-    needed = cfg.schedule.iterations_per_stage * cfg.schedule.batch_size * cfg.workers.num_workers
-    repeats = max(1, min(64, math.ceil(needed / max(n_rows, 1))))
-    if repeats > 1:
-        ds = ds.union(*([ds] * (repeats - 1)))
 
     w = cfg.workers
     resources = {"CPU": w.cpus_per_worker}
