@@ -144,9 +144,14 @@ def parse_abs(data: bytes, source: str = "<abs>") -> tuple[np.ndarray, np.ndarra
     rows, cols = int(m.group(1)), int(m.group(2))
     if not (0 < rows <= 10000 and 0 < cols <= 10000):
         raise ScanFormatError(source, f"implausible grid size {rows}×{cols}")
-    body = data[m.end():]
     n = rows * cols
-    lines = body.rstrip(b"\r\n").split(b"\n")
+    # Split the whole buffer and drop the header's lines: slicing the body off and stripping its end
+    # would copy the ~4 MB of data twice per scan.
+    lines = data.split(b"\n")[data.count(b"\n", 0, m.end()):]
+    while lines and not lines[-1].strip(b"\r"):
+        lines.pop()  # trailing blank lines (the old body.rstrip(b"\r\n"))
+    if lines:
+        lines[-1] = lines[-1].rstrip(b"\r")
     if len(lines) != 4:
         raise ScanFormatError(source, f"expected 4 data lines (flag, X, Y, Z), found {len(lines)} (truncated?)")
     parsed_lines = []
