@@ -169,7 +169,9 @@ def main(argv=None) -> int:
     from refine_ray.training.trainer import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = write_analytic_dataset(f"{tmp}/data", n_train=16, n_test=4, size=args.overhead_resolution)
+        # One Ray Data pass per stage: each pass restarts the stream, a fixed cost the plain loop lacks.
+        n_train = max(16, args.overhead_iterations * args.batch_size)
+        data = write_analytic_dataset(f"{tmp}/data", n_train=n_train, n_test=4, size=args.overhead_resolution)
         cfg = TrainConfig.model_validate({
             "model": {"max_resolution": args.overhead_resolution},
             "schedule": {"iterations_per_stage": args.overhead_iterations, "batch_size": args.batch_size,
