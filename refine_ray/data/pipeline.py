@@ -47,7 +47,7 @@ def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) 
     """Read and turn one scan into rows; every failure becomes a `failed` outcome, never an exception."""
     from refine_ray.scans import read_scan
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         try:
             scan = read_scan(uri)
@@ -57,12 +57,14 @@ def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) 
         p = settings.poses
         poses = sample_poses(f"{scan.dataset}/{scan.scan_id}", p.count, p.yaw_deg, p.pitch_deg, p.roll_deg, settings.seed)
         rows = build_samples(scan, settings, model, provider, poses, split=split, normalization=norm)
-        return rows, ScanOutcome(uri, "ok", len(rows), split, scan.subject_id, seconds=time.perf_counter() - t0)
+        return rows, ScanOutcome(uri, "ok", len(rows), split, scan.subject_id, seconds=time.perf_counter() - t0,
+                                 cpu_seconds=time.process_time() - c0)
     except SampleBuildError as exc:
-        return [], ScanOutcome(uri, "failed", stage=exc.stage, reason=exc.reason, seconds=time.perf_counter() - t0)
+        return [], ScanOutcome(uri, "failed", stage=exc.stage, reason=exc.reason, seconds=time.perf_counter() - t0,
+                               cpu_seconds=time.process_time() - c0)
     except Exception as exc:  # a bug or an unforeseen input: still recorded, never silent
         return [], ScanOutcome(uri, "failed", stage="unknown", reason=f"{type(exc).__name__}: {exc}",
-                               seconds=time.perf_counter() - t0)
+                               seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
 
 
 def process_batch(uris: list[str], settings: PreprocessSettings, model, provider, norm, store: ShardStore) -> list[ScanOutcome]:
@@ -103,6 +105,7 @@ class BatchWorker:
             "status": np.array([o.status for o in outcomes], dtype=object),
             "samples": np.array([o.samples for o in outcomes], dtype=np.int64),
             "seconds": np.array([o.seconds for o in outcomes], dtype=np.float64),
+            "cpu_seconds": np.array([o.cpu_seconds for o in outcomes], dtype=np.float64),
         }
 
 
@@ -174,7 +177,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
             outcomes_iter = _run_ray(todo, settings)
         else:
             outcomes_iter = _run_local(todo, settings)
-        for uri, status, n in outcomes_iter:
+        for uri, status, n, *_ in outcomes_iter:
             if first_result is None:
                 first_result = time.perf_counter() - started
             processed += 1
@@ -235,7 +238,7 @@ def _run_local(todo: list[str], settings: PreprocessSettings):
     size = _batches(todo, settings, 1)
     for i in range(0, len(todo), size):
         for o in process_batch(todo[i:i + size], settings, model, provider, norm, store):
-            yield o.uri, o.status, o.samples
+            yield o.uri, o.status, o.samples, o.cpu_seconds
 
 
 def _run_ray(todo: list[str], settings: PreprocessSettings):
@@ -261,4 +264,4 @@ def _run_ray(todo: list[str], settings: PreprocessSettings):
         **remote_args,
     )
     for row in ds.iter_rows():
-        yield str(row["uri"]), str(row["status"]), int(row["samples"])
+        yield str(row["uri"]), str(row["status"]), int(row["samples"]), float(row["cpu_seconds"])
