@@ -71,3 +71,13 @@ def test_normalize_matches_the_affine_formula():
     # depth back in mm within far less than the 0.05 mm storage budget
     inside = mask & (dce[..., 0] > -80) & (dce[..., 0] < 40)
     assert np.abs(norm.denormalize_depth(out[..., 0])[inside] - dce[..., 0][inside]).max() < 1e-4
+
+
+def test_edge_lengths_match_numpy_norms():
+    from refine_ray.geometry.crop import _edge_lengths
+
+    rng = np.random.default_rng(5)
+    v = rng.normal(0, 10, (50, 3))
+    f = rng.integers(0, 50, (80, 3))
+    want = np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2).ravel()
+    np.testing.assert_array_equal(_edge_lengths(v, f), want)

@@ -123,6 +123,19 @@ def _ring_medians(v, ptr, idx):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _edge_lengths(v, f):
+    """|v[f[:,k+1]] − v[f[:,k]]| for the three edges of every face (the same arithmetic as
+    np.linalg.norm, without the (F,3,3) gathers: 11 → ~1 ms on a cropped FRGC face)."""
+    out = np.empty(3 * f.shape[0])
+    for t in range(f.shape[0]):
+        for k in range(3):
+            a, b = f[t, k], f[t, (k + 1) % 3]
+            dx, dy, dz = v[b, 0] - v[a, 0], v[b, 1] - v[a, 1], v[b, 2] - v[a, 2]
+            out[3 * t + k] = np.sqrt(dx * dx + dy * dy + dz * dz)
+    return out
+
+
 def median_filter_outliers(vertices, faces, threshold_mm: float | None = None, iterations: int = 2):
     """Replace spike vertices by the median of their one-ring; leave every other vertex untouched.
 
@@ -139,8 +152,7 @@ def median_filter_outliers(vertices, faces, threshold_mm: float | None = None, i
         return v, outlier
     ptr, idx = _adjacency(f, len(v))
     if threshold_mm is None:
-        edges = np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2)
-        threshold_mm = 3.0 * float(np.median(edges))
+        threshold_mm = 3.0 * float(np.median(_edge_lengths(v, f)))
     for _ in range(max(1, int(iterations))):
         med = _ring_medians(v, ptr, idx)
         dev = np.linalg.norm(v - med, axis=1)
