@@ -120,8 +120,9 @@ def mesh_from_grid(grid, valid, max_edge_mm: float | None = None):
         max_edge_mm = JUMP_FACTOR * float(np.median(spacing)) if len(spacing) else np.inf
     faces = _grid_faces(vertices, vid, float(max_edge_mm))
     if len(faces):
-        p = [vertices[faces[:, k]] for k in range(3)]
-        if np.cross(p[1] - p[0], p[2] - p[0])[:, 2].sum() < 0:
+        # z of the face normals (the np.cross formula), from x and y only
+        x, y = vertices[:, 0][faces], vertices[:, 1][faces]
+        if ((x[:, 1] - x[:, 0]) * (y[:, 2] - y[:, 0]) - (y[:, 1] - y[:, 0]) * (x[:, 2] - x[:, 0])).sum() < 0:
             faces = faces[:, ::-1]
     return vertices, np.ascontiguousarray(faces), grid_index
 
