@@ -166,17 +166,41 @@ def parse_abs(data: bytes, source: str = "<abs>") -> tuple[np.ndarray, np.ndarra
                                           "(truncated or inconsistent file)")
         parsed_lines.append(parsed.reshape(rows, cols))
     flags, x, y, z = parsed_lines
-    if not np.isin(flags, (0.0, 1.0)).all():
+    xyz, valid, n_bad, first_bad, flags_ok = _assemble_grid(flags, x, y, z)
+    if not flags_ok:
         raise ScanFormatError(source, "flag line holds values other than 0 and 1")
-    valid = flags == 1.0
-    xyz = np.stack([x, y, z], axis=-1)
-    bad = valid & ((xyz == INVALID).any(-1) | ~np.isfinite(xyz).all(-1))
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise ScanFormatError(source, f"{int(bad.sum())} pixels flagged valid carry the invalid marker "
+    if n_bad:
+        r, c = divmod(int(first_bad), cols)
+        raise ScanFormatError(source, f"{n_bad} pixels flagged valid carry the invalid marker "
                                       f"or a non-finite value (first at row {r}, col {c})")
-    xyz[~valid] = np.nan
     return xyz, valid
+
+
+@numba.njit(cache=True, nogil=True)
+def _assemble_grid(flags, x, y, z):
+    """(H,W,3) grid with NaN where not valid, the valid mask, and the checks, in one pass
+    (the numpy version made ~6 full-grid temporaries: ~10 ms per 640×480 scan)."""
+    h, w = flags.shape
+    xyz = np.empty((h, w, 3))
+    valid = np.zeros((h, w), dtype=np.bool_)
+    n_bad, first_bad, flags_ok = 0, -1, True
+    for r in range(h):
+        for c in range(w):
+            f = flags[r, c]
+            if f != 0.0 and f != 1.0:
+                flags_ok = False
+            if f == 1.0:
+                valid[r, c] = True
+                px, py, pz = x[r, c], y[r, c], z[r, c]
+                xyz[r, c, 0], xyz[r, c, 1], xyz[r, c, 2] = px, py, pz
+                if (px == INVALID or py == INVALID or pz == INVALID
+                        or not (np.isfinite(px) and np.isfinite(py) and np.isfinite(pz))):
+                    if n_bad == 0:
+                        first_bad = r * w + c
+                    n_bad += 1
+            else:
+                xyz[r, c, 0] = xyz[r, c, 1] = xyz[r, c, 2] = np.nan
+    return xyz, valid, n_bad, first_bad, flags_ok
 
 
 def format_abs(grid: np.ndarray, valid: np.ndarray, decimals: int = 3) -> bytes:
