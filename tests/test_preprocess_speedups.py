@@ -81,3 +81,33 @@ def test_edge_lengths_match_numpy_norms():
     f = rng.integers(0, 50, (80, 3))
     want = np.linalg.norm(v[f[:, [1, 2, 0]]] - v[f], axis=2).ravel()
     np.testing.assert_array_equal(_edge_lengths(v, f), want)
+
+
+def _abs_text(flags, x, y, z):
+    lines = ["2 rows", "3 columns", "pixels (flag X Y Z):"] + [" ".join(v) for v in (flags, x, y, z)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_parse_abs_grid_and_checks_on_a_hand_written_file():
+    from refine_ray.scans.frgc import parse_abs
+    from refine_ray.scans.record import ScanFormatError
+
+    flags = ["1", "0", "1", "1", "1", "0"]
+    x = ["1.5", "-999999", "2.25", "-3", "4e1", "-999999"]
+    y = ["0.5", "-999999", "1", "2", "3", "-999999"]
+    z = ["-10", "-999999", "-11.125", "-12", "-13", "-999999"]
+    grid, valid = parse_abs(_abs_text(flags, x, y, z))
+    np.testing.assert_array_equal(valid, [[True, False, True], [True, True, False]])
+    np.testing.assert_array_equal(grid[0, 0], [1.5, 0.5, -10])
+    np.testing.assert_array_equal(grid[1, 1], [40, 3, -13])
+    assert np.isnan(grid[0, 1]).all() and np.isnan(grid[1, 2]).all()
+    bad = list(x)
+    bad[3] = "-999999"  # valid pixel (row 1, col 0) with the invalid marker
+    with pytest.raises(ScanFormatError, match=r"1 pixels flagged valid .* \(first at row 1, col 0\)"):
+        parse_abs(_abs_text(flags, bad, y, z))
+    bad = list(z)
+    bad[2] = "nan"
+    with pytest.raises(ScanFormatError, match=r"first at row 0, col 2"):
+        parse_abs(_abs_text(flags, x, y, bad))
+    with pytest.raises(ScanFormatError, match="other than 0 and 1"):
+        parse_abs(_abs_text(["1", "0", "2", "1", "1", "0"], x, y, z))
