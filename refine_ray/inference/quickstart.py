@@ -26,11 +26,13 @@ class QuickstartConfig(StrictModel):
     image_size: int = Field(64, ge=16, description="image side (px); the paper uses 256")
     scale_px_per_mm: float = Field(0.3, gt=0, description="frames the face at 64² (1.2 at 256²)")
     max_resolution: int = Field(64, ge=4, description="last progressive stage")
-    iterations_per_stage: int = Field(150, ge=1, description="paper: 10,000")
+    iterations_per_stage: int = Field(400, ge=1, description="paper: 10,000")
     batch_size: int = Field(4, ge=1)
     max_channels: int = Field(32, ge=4, description="feature-width cap (paper 128)")
     lr: float = Field(2e-4, gt=0, description="Adam learning rate of G and D (paper 1e-5 over far longer training)")
     train_config: str = Field("configs/train/dce_d_dce.yaml", description="Table-3 configuration to shorten")
+    residual: bool = Field(True, description="generator adds detail to the coarse input (a short schedule then "
+                                             "starts from the coarse model; refine_ray/nn/residual.py)")
     seed: int = 0
 
 
@@ -81,6 +83,7 @@ def run_quickstart(cfg: QuickstartConfig, project_root: str | None = None) -> di
         "schedule.checkpoint_every": cfg.iterations_per_stage, "schedule.val_samples": 8,
         "schedule.log_every": max(1, cfg.iterations_per_stage // 2), "schedule.seed": cfg.seed,
         "optim.lr_g": cfg.lr, "optim.lr_d": cfg.lr, "workers.cpus_per_worker": 1.0,
+        "model.residual": cfg.residual,
     })
     result = _timed("train (progressive, CPU)", lambda: train(train_cfg, data=data, storage_uri=runs,
                                                               name="quickstart"), times)

@@ -93,13 +93,17 @@ def build_networks(config: dict[str, Any]):
     from refine_ray.nn.progressive import ProgressiveCritic, ProgressiveGenerator
     from refine_ray.training.config import ModelConfig
 
+    from refine_ray.nn.residual import ResidualOverInput
+
     m = ModelConfig.model_validate(config["model"])
     ch = m.channels
     if m.kind == "pix2pix":
-        return (UnetGenerator(ch.generator_in, 3, m.max_resolution, ngf=m.pix2pix_ngf),
-                PatchDiscriminator(ch.critic_in, ndf=m.pix2pix_ngf))
-    return (ProgressiveGenerator(ch.generator_in, 3, m.max_resolution, m.max_channels, m.equalized_lr),
-            ProgressiveCritic(ch.critic_in, m.max_resolution, m.max_channels, m.equalized_lr))
+        generator = UnetGenerator(ch.generator_in, 3, m.max_resolution, ngf=m.pix2pix_ngf)
+        critic = PatchDiscriminator(ch.critic_in, ndf=m.pix2pix_ngf)
+    else:
+        generator = ProgressiveGenerator(ch.generator_in, 3, m.max_resolution, m.max_channels, m.equalized_lr)
+        critic = ProgressiveCritic(ch.critic_in, m.max_resolution, m.max_channels, m.equalized_lr)
+    return (ResidualOverInput(generator) if m.residual else generator), critic
 
 
 @dataclass

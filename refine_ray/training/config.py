@@ -21,6 +21,8 @@ class ModelConfig(StrictModel):
     max_channels: int = Field(128, ge=4, description="cap on feature widths (128 = paper; smaller for tests)")
     equalized_lr: bool = Field(False, description="PGGAN equalized learning rate (then use lr ~1e-3)")
     pix2pix_ngf: int = Field(64, ge=4, description="pix2pix U-Net / PatchGAN base width")
+    residual: bool = Field(False, description="generator output = coarse D,C,E + predicted detail "
+                                              "(not in the paper; refine_ray/nn/residual.py says why)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -57,6 +59,8 @@ class ScheduleConfig(StrictModel):
     batch_size: int = Field(4, ge=1, description="per worker")
     fade_fraction: float = Field(0.5, gt=0, le=1)
     shuffle_buffer: int = Field(64, ge=0, description="rows in each worker's local shuffle buffer (0 = file order)")
+    cache_mb: float = Field(512.0, ge=0, description="keep a worker's shard in memory after the first pass when "
+                                                     "it fits (skips Ray Data's per-pass restart); 0 = always stream")
     crop_pad: float = Field(0.0625, ge=0, lt=0.5, description="max random shift, fraction of the side")
     checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
     log_every: int = Field(50, ge=1)

@@ -50,15 +50,41 @@ def depth_to_mm(depth: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
     return DceNormalization.from_dict(normalization).denormalize_depth(depth)
 
 
-def _batches(shard, batch_size: int, device, shuffle_buffer: int) -> Iterator[dict[str, torch.Tensor]]:
+def _batches(shard, batch_size: int, device, shuffle_buffer: int,
+             cache_mb: float = 0.0) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless training batches from this worker's Ray Data shard.
+
+    Every pass restarts Ray Data's stream, which costs seconds; on a small dataset (the quickstart,
+    tests, a fine-tune set) that start-up dominates the steps. So when a whole first pass fits in
+    `cache_mb`, later passes come from memory, reshuffled each pass; larger shards keep streaming.
+    """
+    cached: list[dict[str, torch.Tensor]] | None = [] if cache_mb > 0 else None
+    size = 0
+    got = 0
+    for batch in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False,
+                                          local_shuffle_buffer_size=shuffle_buffer or None):
+        got += 1
+        if cached is not None:
+            size += sum(t.numel() * t.element_size() for t in batch.values())
+            if size <= cache_mb * 2**20:
+                cached.append(batch)
+            else:
+                cached = None
+        yield batch
+    if got == 0:
+        raise RuntimeError("this worker's data shard is empty: fewer training samples than workers?")
+    if cached is not None:
+        rows = {k: torch.cat([b[k] for b in cached]) for k in cached[0]}
+        n = len(next(iter(rows.values())))
+        while True:
+            order = torch.randperm(n)
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                yield {k: v[idx] for k, v in rows.items()}
     while True:
-        got = 0
         for batch in shard.iter_torch_batches(batch_size=batch_size, device=device, drop_last=False,
                                               local_shuffle_buffer_size=shuffle_buffer or None):
-            got += 1
             yield batch
-        if got == 0:
-            raise RuntimeError("this worker's data shard is empty: fewer training samples than workers?")
 
 
 class RunLog:
@@ -177,7 +203,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     torch.manual_seed(sch.seed * 1_000_003 + rank * 7919 + global_step)
     augment = torch.Generator().manual_seed(sch.seed * 1_000_003 + rank * 7919 + global_step + 1)
-    batches = _batches(ray.train.get_dataset_shard("train"), sch.batch_size, device, sch.shuffle_buffer)
+    batches = _batches(ray.train.get_dataset_shard("train"), sch.batch_size, device, sch.shuffle_buffer,
+                       sch.cache_mb)
     val = read_validation(cfg.data, sch.val_samples) if rank == 0 else None
     scale = float(manifest["scale_px_per_mm"])
     normalization = manifest["normalization"]
