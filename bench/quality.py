@@ -269,9 +269,30 @@ def goals(results: dict[str, dict[str, dict]], table: str) -> dict[str, Any]:
     return out
 
 
+class ScaleMismatch(ValueError):
+    """The runs under this --work/--tag were made with another scale: reusing them would mix schedules."""
+
+
+def check_scale(scale: QualityScale, runs_uri: str) -> None:
+    """Record the scale next to the runs on first use; refuse a different one later (finished steps are
+    skipped by existence, so a silent mix of old and new runs must be impossible)."""
+    uri = storage.join(runs_uri, "quality_scale.json")
+    now = scale.model_dump(mode="json")
+    if storage.exists(uri):
+        before = json.loads(storage.read_text(uri))
+        diff = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+        if diff:
+            raise ScaleMismatch(f"{uri}: runs here were made with other settings ({', '.join(diff)} differ); "
+                                "use another --work or --tag")
+        return
+    storage.makedirs(runs_uri)
+    storage.atomic_write_text(uri, json.dumps(now, indent=2))
+
+
 def run_table(table: str, scale: QualityScale, work: str, configs: list[str], figure: str | None,
               tag: str = "") -> dict[str, Any]:
     timer = Timer()
+    check_scale(scale, paths(work, tag)["runs"])
     p = prepare_data(scale, work, timer, tag)
     outs = {name: train_and_refine(name, scale, p, timer) for name in configs}
     results = {name: {ds: dataset_stats(o[ds]) for ds in (IN_DIST, CROSS)} for name, o in outs.items()}
@@ -339,7 +360,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | int:
     work = work if storage.is_remote(work) else os.path.abspath(work)
     figure = args.figure or (storage.join(paths(work, args.tag)["results"], "quality_grid.png")
                              if args.table == "table4" else None)
-    return run_table(args.table, scale, work, configs, figure, args.tag)
+    try:
+        return run_table(args.table, scale, work, configs, figure, args.tag)
+    except ScaleMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

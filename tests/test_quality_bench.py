@@ -128,3 +128,17 @@ def test_bad_scale_file_is_a_clear_error(tmp_path, capsys):
     assert main(["table3", "--scale", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "frgc_subjects" in err
+
+
+def test_other_scale_on_existing_runs_is_refused(tmp_path, capsys):
+    """Finished steps are skipped by existence: a changed schedule must not silently reuse old runs."""
+    sys.path.insert(0, ROOT)
+    from bench.quality import main
+
+    runs = tmp_path / "work" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "quality_scale.json").write_text(json.dumps({"name": "smoke", "iterations_per_stage": 999}))
+    assert main(["table3", "--scale", "smoke", "--work", str(tmp_path / "work")]) == 2
+    err = capsys.readouterr().err
+    assert "iterations_per_stage" in err and "--tag" in err
+    assert not (tmp_path / "work" / "scans").exists()   # refused before any work
