@@ -31,7 +31,8 @@ from refine_ray.data.settings import PreprocessSettings  # noqa: E402
 
 def _stages():
     """stage name → the function whose cumulative CPU time is that stage's cost."""
-    from refine_ray.data.samples import PosedRenderer, sample_photo
+    from refine_ray.data.samples import sample_photo
+    from refine_ray.geometry import DceSurface
     from refine_ray.data.schema import build_row
     from refine_ray.data.shards import ShardStore
     from refine_ray.geometry import DceNormalization, mesh_from_grid
@@ -46,8 +47,8 @@ def _stages():
         ("median outlier filter", median_filter_outliers),
         ("3DMM fit", fit_landmarks),
         ("photo texture sampling (2 meshes)", sample_photo),
-        ("normals + curvature (2 meshes)", PosedRenderer.__init__),
-        ("rasterize 12 images", PosedRenderer.render),
+        ("normals + curvature (2 meshes)", DceSurface.__init__),
+        ("rasterize 12 images", DceSurface.render),
         ("normalize to network units", DceNormalization.normalize),
         ("row assembly + checks", build_row),
         ("Parquet encode + write shard", ShardStore.commit_batch),

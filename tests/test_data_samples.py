@@ -1,5 +1,5 @@
 """Per-scan samples (no Ray): alignment of coarse and ground truth against the synthetic scanner's
-known geometry, the pose-cached renderer against geometry.encode_dce, and clear errors for bad scans."""
+known geometry, and clear errors for bad scans."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from refine_ray.data.augment import Pose, rotation_from_angles, sample_poses
-from refine_ray.data.samples import PosedRenderer, SampleBuildError, build_samples
+from refine_ray.data.samples import SampleBuildError, build_samples
 from refine_ray.data.settings import PreprocessSettings
-from refine_ray.geometry import DceNormalization, ImageView, encode_dce
+from refine_ray.geometry import DceNormalization
 from refine_ray.scans.record import Scan
 
 SIZE, SCALE = 96, 0.45
@@ -75,20 +75,6 @@ def test_landmarks_coincide_with_the_scanner_truth_in_every_pose(rendered, model
         inp = np.frombuffer(row["input"], "<f4").reshape(SIZE, SIZE, 6)
         assert np.frombuffer(row["input_mask"], np.uint8).reshape(SIZE, SIZE)[rr, c] == 1
         assert inp[rr, c, 3:].min() > -1.0  # textured: the photo's colour at the nose
-
-
-def test_pose_cached_renderer_equals_encode_dce(rendered, model):
-    from refine_ray.morphable import fit_landmarks
-
-    r, _ = rendered
-    fit = fit_landmarks(model, r.landmarks_2d)
-    colors = np.random.default_rng(0).random((len(fit.vertices), 3))
-    view = ImageView(rotation_from_angles(30, -10, 5), fit.vertices.mean(0), SCALE, SIZE, SIZE)
-    ref = encode_dce(fit.vertices, fit.faces, view, vertex_colors=colors)
-    got = PosedRenderer(fit.vertices, fit.faces, colors).render(view)
-    np.testing.assert_array_equal(got.mask, ref.mask)
-    np.testing.assert_allclose(got.dce, ref.dce, atol=1e-6)
-    np.testing.assert_allclose(got.rgb, ref.rgb, atol=1e-6)
 
 
 @pytest.mark.parametrize("change, stage, words", [

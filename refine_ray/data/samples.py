@@ -18,7 +18,7 @@ from scipy import ndimage
 from refine_ray.data import schema
 from refine_ray.data.augment import Pose, noise_rng
 from refine_ray.data.settings import PreprocessSettings
-from refine_ray.geometry import IBUG_ANCHOR, ImageView, anchor_from_landmarks, estimate_scaled_orthographic, pixels_to_plane, plane_to_pixels
+from refine_ray.geometry import IBUG_ANCHOR, DceSurface, ImageView, anchor_from_landmarks, estimate_scaled_orthographic, pixels_to_plane, plane_to_pixels
 
 NOSE_TIP = 30
 MIN_LANDMARKS_3D = 6
@@ -49,35 +49,6 @@ def landmark_anchor(landmarks_3d: np.ndarray, source: str = "<scan>") -> np.ndar
     if int(np.isfinite(pts).all(axis=1).sum()) < 2:
         raise SampleBuildError(source, "align", "fewer than 2 of the anchor landmarks (nose tip, eye corners) are present")
     return anchor_from_landmarks(landmarks_3d)
-
-
-class PosedRenderer:
-    """`geometry.encode_dce` split in two: normals and curvature are pose-independent, so they are
-    computed once per mesh and each pose only rotates normals and rasterizes (K poses cost ~1 curvature
-    instead of K). tests/test_data_samples.py checks it equals encode_dce."""
-
-    def __init__(self, vertices, faces, vertex_colors=None):
-        from refine_ray.geometry.dce import CURVATURE_RADIUS_MM, _fill_invalid
-        from refine_ray.geometry.surface import mean_curvature, vertex_normals
-
-        self.vertices = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
-        self.faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-        self.normals = vertex_normals(self.vertices, self.faces)
-        curv, valid = mean_curvature(self.vertices, self.faces, CURVATURE_RADIUS_MM, normals=self.normals)
-        self.curvature = _fill_invalid(curv, valid, self.faces)
-        self.colors = None if vertex_colors is None else np.asarray(vertex_colors, dtype=np.float64)
-
-    def render(self, view: ImageView):
-        from refine_ray.geometry import DceImage, elevation, rasterize
-
-        elev = elevation(self.normals @ view.rotation.T, (0.0, 0.0, 1.0))
-        iv = view.to_image(self.vertices)
-        attrs = [iv[:, 2:3], self.curvature[:, None], elev[:, None]]
-        if self.colors is not None:
-            attrs.append(self.colors)
-        img, mask = rasterize(iv, self.faces, np.hstack(attrs), view.height, view.width)
-        rgb = np.ascontiguousarray(img[..., 3:6]) if self.colors is not None else None
-        return DceImage(dce=np.ascontiguousarray(img[..., :3]), rgb=rgb, mask=mask)
 
 
 def sample_photo(photo: np.ndarray, pixels: np.ndarray) -> np.ndarray:
@@ -288,8 +259,8 @@ def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, 
         colors_g = sample_photo(scan.photo, pix_g)
 
     n, s, t = settings.image_size, settings.scale_px_per_mm, settings.translation_px
-    coarse_r = _stage(src, "render", lambda: PosedRenderer(fit.vertices, fit.faces, colors_c))
-    gt_r = _stage(src, "render", lambda: PosedRenderer(gt.vertices, gt.faces, colors_g))
+    coarse_r = _stage(src, "render", lambda: DceSurface(fit.vertices, fit.faces, colors_c))
+    gt_r = _stage(src, "render", lambda: DceSurface(gt.vertices, gt.faces, colors_g))
     rows = []
     for pose in poses:
         A = pose.rotation
