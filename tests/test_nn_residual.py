@@ -43,3 +43,13 @@ def test_untrained_progressive_generator_returns_the_coarse_input_at_every_stage
     for stage, r in enumerate((4, 8, 16)):
         x = torch.rand(2, 6, r, r) * 2 - 1
         assert torch.allclose(g(x, stage, 0.5), x[:, :3])
+
+
+def test_weighted_l1_leaves_zero_weight_pixels_out():
+    from refine_ray.nn.losses import weighted_l1
+
+    pred = torch.zeros(1, 2, 2, 2)
+    target = torch.tensor([[[[1.0, 1.0], [1.0, 9.0]], [[3.0, 3.0], [3.0, 9.0]]]])
+    weight = torch.tensor([[[1.0, 1.0], [1.0, 0.0]]])       # the 9s sit in a "scan hole"
+    assert torch.isclose(weighted_l1(pred, target, weight), torch.tensor(2.0))     # (1+1+1+3+3+3)/6
+    assert torch.isclose(weighted_l1(pred, target), torch.tensor(30.0 / 8))

@@ -33,6 +33,7 @@ class QuickstartConfig(StrictModel):
     train_config: str = Field("configs/train/dce_d_dce.yaml", description="Table-3 configuration to shorten")
     residual: bool = Field(True, description="generator adds detail to the coarse input (a short schedule then "
                                              "starts from the coarse model; refine_ray/nn/residual.py)")
+    ignore_scan_holes: bool = Field(True, description="scan holes don't count in the pixel loss")
     seed: int = 0
 
 
@@ -83,7 +84,7 @@ def run_quickstart(cfg: QuickstartConfig, project_root: str | None = None) -> di
         "schedule.checkpoint_every": cfg.iterations_per_stage, "schedule.val_samples": 8,
         "schedule.log_every": max(1, cfg.iterations_per_stage // 2), "schedule.seed": cfg.seed,
         "optim.lr_g": cfg.lr, "optim.lr_d": cfg.lr, "workers.cpus_per_worker": 1.0,
-        "model.residual": cfg.residual,
+        "model.residual": cfg.residual, "optim.ignore_scan_holes": cfg.ignore_scan_holes,
     })
     result = _timed("train (progressive, CPU)", lambda: train(train_cfg, data=data, storage_uri=runs,
                                                               name="quickstart"), times)

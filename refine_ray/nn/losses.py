@@ -37,11 +37,20 @@ def critic_wgan_gp_loss(critic: Critic, condition: torch.Tensor, real: torch.Ten
     return loss, stats
 
 
+def weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean |pred − target| over (B,C,H,W); with weight (B,H,W), a per-pixel weighted mean."""
+    diff = (pred - target).abs()
+    if weight is None:
+        return diff.mean()
+    w = weight.to(diff.dtype).unsqueeze(1)
+    return (diff * w).sum() / (w.sum() * diff.shape[1]).clamp_min(1e-8)
+
+
 def generator_loss(critic: Critic, condition: torch.Tensor, fake_for_critic: torch.Tensor,
                    fake_for_loss: torch.Tensor, target_for_loss: torch.Tensor,
-                   kappa: float) -> tuple[torch.Tensor, dict[str, float]]:
+                   kappa: float, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """L_G = ‖y − G(x)‖₁ + κ·(−D(x, G(x))) (paper Eq. 3; the adversarial term pushes the critic score up)."""
-    l1 = (fake_for_loss - target_for_loss).abs().mean()
+    l1 = weighted_l1(fake_for_loss, target_for_loss, weight)
     adv = -critic(condition, fake_for_critic).mean()
     loss = l1 + kappa * adv
     return loss, {"g_loss": float(loss.detach()), "l1": float(l1.detach()), "g_adv": float(adv.detach())}

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from refine_ray.nn.losses import weighted_l1
+
 
 def _norm(ch: int) -> nn.Module:
     return nn.InstanceNorm2d(ch, affine=True)
@@ -94,10 +96,11 @@ def patchgan_discriminator_loss(disc, condition, real, fake) -> tuple[torch.Tens
 
 
 def pix2pix_generator_loss(disc, condition, fake_for_critic, fake_for_loss, target_for_loss,
-                           l1_weight: float = 100.0) -> tuple[torch.Tensor, dict[str, float]]:
+                           l1_weight: float = 100.0, weight: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, dict[str, float]]:
     """GAN loss + λ_L1·‖y − G(x)‖₁ with λ_L1 = 100 (Isola et al.)."""
     logits = disc(condition, fake_for_critic)
     adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-    l1 = (fake_for_loss - target_for_loss).abs().mean()
+    l1 = weighted_l1(fake_for_loss, target_for_loss, weight)
     loss = adv + l1_weight * l1
     return loss, {"g_loss": float(loss.detach()), "l1": float(l1.detach()), "g_adv": float(adv.detach())}

@@ -79,8 +79,10 @@ class ConditionalGan:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, stage: int, alpha: float) -> dict[str, float]:
-        """One critic and one generator update on a batch (x = dataset input, y = target, same res)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, stage: int, alpha: float,
+             weight: torch.Tensor | None = None) -> dict[str, float]:
+        """One critic and one generator update on a batch (x = dataset input, y = target, same res;
+        weight (B,r,r) optionally weights the pixel loss per pixel)."""
         ch, o = self.channels, self.cfg.optim
         xg = x[:, list(ch.generator_channels)]
         cond = x[:, list(ch.critic_channels)]
@@ -107,9 +109,9 @@ class ConditionalGan:
                 args = (critic, cond, fake[:, list(ch.critic_channels)], fake[:, list(ch.loss_channels)],
                         y[:, list(ch.loss_channels)])
                 if self.kind == "pix2pix":
-                    g_loss, g_stats = pix2pix_generator_loss(*args, l1_weight=o.l1_weight)
+                    g_loss, g_stats = pix2pix_generator_loss(*args, l1_weight=o.l1_weight, weight=weight)
                 else:
-                    g_loss, g_stats = generator_loss(*args, kappa=self.kappa)
+                    g_loss, g_stats = generator_loss(*args, kappa=self.kappa, weight=weight)
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             average_gradients(self.generator, self.world_size)

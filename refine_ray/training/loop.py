@@ -218,9 +218,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batch = next(batches)
             x = reduce_images(batch["input"].float(), r)
             y = reduce_images(batch["target"].float(), r)
-            x, y = crop_and_pad([x, y], int(round(sch.crop_pad * r)), augment, fills=[-1.0, -1.0])
+            weight = None
+            if cfg.optim.ignore_scan_holes:
+                # 1 where the pixel loss applies, 0 in scan holes; fractional on pooled border pixels.
+                hole = batch["input_mask"].bool() & ~batch["target_mask"].bool()
+                weight = reduce_images((~hole).float().unsqueeze(1), r).squeeze(1)
+                x, y, weight = crop_and_pad([x, y, weight], int(round(sch.crop_pad * r)), augment,
+                                            fills=[-1.0, -1.0, 1.0])
+            else:
+                x, y = crop_and_pad([x, y], int(round(sch.crop_pad * r)), augment, fills=[-1.0, -1.0])
             alpha = fade_alpha(stage, it, cfg, fading)
-            stats = gan.step(x, y, stage, alpha)
+            stats = gan.step(x, y, stage, alpha, weight)
             global_step += 1
             if cfg.fail_at_step == global_step and rank == 0:
                 marker = storage.join(run_dir, f".failed-at-{global_step}")
