@@ -118,3 +118,27 @@ def test_cli_names_missing_paths_and_bad_values(capsys):
     with pytest.raises(SystemExit):
         job.main(["--help"])
     assert "--iterations-per-stage" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_init_from_starts_from_the_checkpoint_weights(ray_session, dataset, tmp_path):
+    from refine_ray.training.trainer import train
+
+    base = _config(max_failures=0)
+    base = base.model_copy(update={"model": base.model.model_copy(update={"max_resolution": 4}),
+                                   "workers": base.workers.model_copy(update={"num_workers": 1, "cpus_per_worker": 1.0}),
+                                   "debug_dump_params": False})
+    first = train(base, data=dataset, storage_uri=str(tmp_path), name="first")
+    trained = ckpt.load_checkpoint(first.stage_checkpoints[0])["generator"]
+
+    # Fine-tune with a vanishing learning rate: the weights it ends with are the ones it started from.
+    frozen = base.model_copy(update={"optim": base.optim.model_copy(update={"lr_g": 1e-12, "lr_d": 1e-12}),
+                                     "init_from": first.stage_checkpoints[0]})
+    tuned = train(frozen, data=dataset, storage_uri=str(tmp_path), name="tuned")
+    got = ckpt.load_checkpoint(tuned.stage_checkpoints[0])["generator"]
+    assert all(torch.allclose(got[k], trained[k], atol=1e-6) for k in trained)
+
+    # Without --init-from the same run starts from a fresh initialisation instead.
+    scratch = train(frozen.model_copy(update={"init_from": None}), data=dataset, storage_uri=str(tmp_path), name="scratch")
+    fresh = ckpt.load_checkpoint(scratch.stage_checkpoints[0])["generator"]
+    assert not all(torch.allclose(fresh[k], trained[k], atol=1e-6) for k in trained)
