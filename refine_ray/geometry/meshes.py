@@ -89,6 +89,17 @@ def _grid_faces(g, vid, max_edge):
     return faces[:n]
 
 
+def _checked_grid(grid, valid) -> tuple[np.ndarray, np.ndarray]:
+    """(grid as float64 (H,W,3), valid as bool (H,W)), or a ValueError saying which shape is wrong."""
+    g = np.asarray(grid, dtype=np.float64)
+    if g.ndim != 3 or g.shape[2] != 3:
+        raise ValueError(f"grid must be (H, W, 3), got {g.shape}")
+    ok = np.asarray(valid, dtype=bool)
+    if ok.shape != g.shape[:2]:
+        raise ValueError(f"valid mask {ok.shape} does not match grid {g.shape[:2]}")
+    return g, ok
+
+
 def mesh_from_grid(grid, valid, max_edge_mm: float | None = None):
     """Mesh an (H,W,3) point grid (mm) between valid neighbours.
 
@@ -98,12 +109,7 @@ def mesh_from_grid(grid, valid, max_edge_mm: float | None = None):
     One numba pass over the quads (an FRGC 640×480 grid in a few ms): the vectorized version
     (`_mesh_from_grid_numpy`, kept as the test reference) spent ~40 ms on full-grid temporaries.
     """
-    g = np.asarray(grid, dtype=np.float64)
-    if g.ndim != 3 or g.shape[2] != 3:
-        raise ValueError(f"grid must be (H, W, 3), got {g.shape}")
-    ok = np.asarray(valid, dtype=bool)
-    if ok.shape != g.shape[:2]:
-        raise ValueError(f"valid mask {ok.shape} does not match grid {g.shape[:2]}")
+    g, ok = _checked_grid(grid, valid)
     h, w = ok.shape
     grid_index = np.flatnonzero(ok)
     vertices = g.reshape(-1, 3)[grid_index]
@@ -134,12 +140,7 @@ def _mesh_from_grid_numpy(grid, valid, max_edge_mm: float | None = None):
     surface faces +z (the scanner), grid_index (N,) = flat index r*W + c of each vertex).
     max_edge_mm None: JUMP_FACTOR × the median spacing of horizontally/vertically adjacent points.
     """
-    g = np.asarray(grid, dtype=np.float64)
-    if g.ndim != 3 or g.shape[2] != 3:
-        raise ValueError(f"grid must be (H, W, 3), got {g.shape}")
-    ok = np.asarray(valid, dtype=bool)
-    if ok.shape != g.shape[:2]:
-        raise ValueError(f"valid mask {ok.shape} does not match grid {g.shape[:2]}")
+    g, ok = _checked_grid(grid, valid)
     ok = ok & np.isfinite(g).all(axis=2)
     h, w = ok.shape
     grid_index = np.flatnonzero(ok)
