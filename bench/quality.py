@@ -70,6 +70,8 @@ class QualityScale(StrictModel):
     pix2pix_max_resolution: int = Field(256, ge=32)
     pix2pix_ngf: int = Field(64, ge=4)
     pix2pix_iterations: int | None = Field(None, ge=1, description="null = as many updates as the progressive run")
+    residual: bool = Field(False, description="progressive runs: model.residual (not in the paper; docs/training.md)")
+    ignore_scan_holes: bool = Field(False, description="every run: optim.ignore_scan_holes (not in the paper)")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -154,6 +156,8 @@ def train_config(name: str, scale: QualityScale):
                 "schedule.iterations_per_stage": its}
         if scale.lr is not None:
             over.update({"optim.lr_g": scale.lr, "optim.lr_d": scale.lr})
+        over["model.residual"] = scale.residual
+    over["optim.ignore_scan_holes"] = scale.ignore_scan_holes
     over.update({"schedule.checkpoint_every": its, "schedule.log_every": max(1, its // 4)})
     return load_train_config(os.path.join(ROOT, "configs", "train", f"{name}.yaml"), {**common, **over})
 
@@ -329,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--landmark-noise-px", type=float, help="[landmark_noise_px] override")
     ap.add_argument("--iterations-per-stage", type=int, help="[iterations_per_stage] override")
     ap.add_argument("--gpu", action="store_true", default=None, help="train and refine on a GPU")
+    ap.add_argument("--residual", action="store_true", default=None,
+                    help="[residual] progressive generators add detail to the coarse input (not in the paper)")
+    ap.add_argument("--ignore-scan-holes", action="store_true", default=None,
+                    help="[ignore_scan_holes] scan holes out of the pixel loss (not in the paper)")
     ap.add_argument("--tag", default="", help="runs/refined/results go to <work>/runs-TAG etc. (same data, another schedule)")
     ap.add_argument("--figure", help="table4: write the qualitative grid PNG here (default <work>/results/quality_grid.png)")
     return ap
@@ -337,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 def load_scale(scale: str, args: argparse.Namespace) -> QualityScale:
     path = scale if scale.endswith((".yaml", ".yml")) else os.path.join(ROOT, "configs", "quality", f"{scale}.yaml")
     over = {"seed": args.seed, "landmark_noise_px": args.landmark_noise_px,
-            "iterations_per_stage": args.iterations_per_stage}
+            "iterations_per_stage": args.iterations_per_stage, "residual": args.residual,
+            "ignore_scan_holes": args.ignore_scan_holes}
     if args.gpu:
         over.update({"use_gpu": True, "refine_gpu": True})
     return load_config(QualityScale, path, over)
