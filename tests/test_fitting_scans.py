@@ -13,9 +13,9 @@ from refine_ray.morphable import fit_landmarks, load_model
 from refine_ray.morphable.pca import build_pca_model
 from test_fitting import angle_between
 
-synth_face = pytest.importorskip("refine_ray.synth.face")
-synth_dataset = pytest.importorskip("refine_ray.synth.dataset")
-scans = pytest.importorskip("refine_ray.scans")
+import refine_ray.scans as scans
+import refine_ray.synth.dataset as synth_dataset
+import refine_ray.synth.face as synth_face
 
 
 def _render_rotation(yaw, pitch, roll):

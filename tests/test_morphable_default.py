@@ -39,7 +39,6 @@ def test_procrustes_removes_head_pose():
 
 
 def test_default_model_is_built_once_cached_and_deterministic(tmp_path, monkeypatch):
-    pytest.importorskip("refine_ray.synth.face")
     monkeypatch.setenv("REFINE_RAY_CACHE", str(tmp_path))
     monkeypatch.setattr(default_mod, "_memo", {})
     m1 = default_mod.default_model(n_subjects=12, n_components=6)

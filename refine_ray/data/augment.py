@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+
+from refine_ray.geometry.projection import rotation_from_angles
 
 
 def _stable_int(*parts: object) -> int:
@@ -24,11 +25,6 @@ class Pose:
     @property
     def rotation(self) -> np.ndarray:
         return rotation_from_angles(self.yaw, self.pitch, self.roll)
-
-
-def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """R = Rz(roll) · Rx(pitch) · Ry(yaw): yaw first, then pitch, then roll, about fixed camera axes."""
-    return Rotation.from_euler("yxz", [yaw, pitch, roll], degrees=True).as_matrix()
 
 
 def sample_poses(scan_key: str, count: int, yaw_deg: float, pitch_deg: float, roll_deg: float, seed: int) -> list[Pose]:

@@ -6,6 +6,7 @@ from refine_ray.geometry.projection import (
     nearest_rotation,
     pixels_to_plane,
     plane_to_pixels,
+    rotation_from_angles,
 )
 from refine_ray.geometry.rasterize import rasterize, rasterize_visibility
 from refine_ray.geometry.surface import (
@@ -30,6 +31,7 @@ from refine_ray.geometry.dce import (
 )
 
 __all__ = [
+    "rotation_from_angles",
     "anchor_from_landmarks",
     "boundary_vertices",
     "crop_face",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 def pixels_to_plane(points: np.ndarray) -> np.ndarray:
@@ -138,3 +139,9 @@ class ImageView:
         t_cam = -s * (self.rotation @ self.anchor)[:2]
         t = t_cam + np.array([self.width / 2 + self.translation_px[0], -(self.height / 2) + self.translation_px[1]])
         return ScaledOrthographic(s, self.rotation, t)
+
+
+def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """R = Rz(roll) · Rx(pitch) · Ry(yaw) in degrees: yaw first, then pitch, then roll, about fixed
+    camera axes. The one head-pose convention of the project (synthetic renderer, pose augmentation)."""
+    return Rotation.from_euler("yxz", [yaw, pitch, roll], degrees=True).as_matrix()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import trimesh
 
-from refine_ray.geometry import rasterize
+from refine_ray.geometry import rasterize, rotation_from_angles
 from refine_ray.synth.albedo import albedo_at, skin_rgb
 from refine_ray.synth.detail import detail_at
 from refine_ray.synth.face import SynthFace
@@ -55,14 +55,6 @@ class RenderedScan:
     subject_id: str
     expression: str
     meta: dict = field(default_factory=dict)
-
-
-def _rotation(yaw, pitch, roll):
-    y, p, r = np.deg2rad([yaw, pitch, roll])
-    ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
-    rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
-    return rz @ rx @ ry
 
 
 def _to_image(points, s, height, width, center):
@@ -179,7 +171,7 @@ def render_scan(face: SynthFace, profile: ScannerProfile, rng: np.random.Generat
     lm = t.landmark_index
     anchor = face.vertices[lm[[30, 36, 39, 42, 45]]].mean(0)
     yaw, pitch, roll = draw_pose(rng, profile)
-    R = _rotation(yaw, pitch, roll)
+    R = rotation_from_angles(yaw, pitch, roll)
     shift = np.array([rng.uniform(-15, 15), rng.uniform(-10, 10), -profile.camera_distance_mm + rng.uniform(-60, 60)])
     verts = (face.vertices - anchor) @ R.T + shift
     normals = trimesh.Trimesh(face.vertices, face.faces, process=False).vertex_normals @ R.T
