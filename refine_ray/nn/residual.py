@@ -20,8 +20,9 @@ class ResidualOverInput(nn.Module):
         self.net = net
         # Output layers start at zero, so the untrained generator returns exactly the coarse input;
         # their weight gradients are the (non-zero) features, so they still learn from step one.
-        for layer in getattr(net, "to_rgb", {}).values() if hasattr(net, "to_rgb") else ():
-            for p in layer.parameters():
+        # (pix2pix's U-Net has no per-resolution output layers; it keeps its own initialisation.)
+        if hasattr(net, "to_rgb"):
+            for p in net.to_rgb.parameters():
                 nn.init.zeros_(p)
 
     def forward(self, x: torch.Tensor, stage: int = 0, alpha: float = 1.0) -> torch.Tensor:
