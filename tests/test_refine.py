@@ -11,7 +11,7 @@ from refine_ray import storage
 from refine_ray.inference.batch import run_refine
 from refine_ray.inference.config import RefineConfig
 
-import test_refine_support as rf
+import refine_support as rf
 
 rf.register_by_value()
 

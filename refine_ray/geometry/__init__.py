@@ -19,6 +19,7 @@ from refine_ray.geometry.surface import (
 )
 from refine_ray.geometry.meshes import depth_to_mesh, mesh_from_grid, mesh_to_ply_bytes, orient_faces_toward
 from refine_ray.geometry.crop import crop_face, face_contour_polygon, median_filter_outliers
+from refine_ray.geometry.footprint import refined_footprint, scan_holes
 from refine_ray.geometry.dce import (
     CURVATURE_RADIUS_MM,
     IBUG_ANCHOR,
@@ -31,6 +32,8 @@ from refine_ray.geometry.dce import (
 )
 
 __all__ = [
+    "refined_footprint",
+    "scan_holes",
     "rotation_from_angles",
     "anchor_from_landmarks",
     "boundary_vertices",

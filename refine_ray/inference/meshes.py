@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from refine_ray import storage
-from refine_ray.geometry import DceNormalization, ImageView, depth_to_mesh, mesh_to_ply_bytes
+from refine_ray.geometry import DceNormalization, ImageView, depth_to_mesh, mesh_to_ply_bytes, refined_footprint
 
 
 def mesh_file_name(sample_id: str) -> str:
@@ -51,7 +51,7 @@ class MeshWriter:
     def __call__(self, row_table: pa.Table, refined: np.ndarray, imgs: dict[str, np.ndarray], index: int) -> str:
         row = row_table.to_pylist()[0]
         h, w = refined.shape[:2]
-        mask = imgs["input_mask"][index]
+        mask = refined_footprint(imgs["input"][index, ..., 0], refined[..., 0], imgs["input_mask"][index])
         rgb = imgs["input"][index, ..., 3:6] if imgs["input"].shape[-1] >= 6 else None
         vertices, faces, colors = refined_mesh(refined, mask, sample_view(row, h, w), self.norm, rgb)
         if len(faces) == 0:

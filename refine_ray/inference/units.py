@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from refine_ray import storage
 from refine_ray.data.schema import decode_images
+from refine_ray.geometry import refined_footprint
 from refine_ray.inference import metrics as M
 from refine_ray.inference.model import Predictor, depth_units_to_mm
 
@@ -281,7 +282,8 @@ def process_unit(
                                          imgs["target_mask"][i], depth_range, float(scales[i]))
                     rows_m.append(sm)
                     refined_bytes.append(refined[i].astype("<f4").tobytes())
-                    mask_bytes.append(imgs["input_mask"][i].astype("u1").tobytes())
+                    kept = refined_footprint(imgs["input"][i, ..., 0], refined[i, ..., 0], imgs["input_mask"][i])
+                    mask_bytes.append(kept.astype("u1").tobytes())
                     if mesh_writer is not None:
                         try:
                             mesh_writer(table.slice(i, 1), refined[i], imgs, i)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from refine_ray import storage
 from refine_ray.data.schema import decode_images
+from refine_ray.geometry import scan_holes
 
 COLUMNS = ["sample_id", "height", "width", "input_channels", "input", "target", "input_mask", "target_mask"]
 
@@ -26,6 +27,8 @@ def decode_for_training(batch: dict[str, Any]) -> dict[str, np.ndarray]:
         "target": np.ascontiguousarray(img["target"].transpose(0, 3, 1, 2)),
         "input_mask": img["input_mask"].astype(np.uint8),
         "target_mask": img["target_mask"].astype(np.uint8),
+        # computed here, on the data side, once per row: the training step only reads it
+        "scan_holes": scan_holes(img["input_mask"], img["target_mask"]).astype(np.uint8),
     }
 
 

@@ -49,8 +49,9 @@ class OptimConfig(StrictModel):
     kappa: float | None = Field(None, ge=0)
     l1_weight: float = Field(100.0, ge=0, description="pix2pix only")
     ema_decay: float = Field(0.999, ge=0, lt=1)
-    ignore_scan_holes: bool = Field(False, description="leave pixels where the coarse model exists but the scan has "
-                                                       "no data (holes, a smaller crop) out of the pixel loss")
+    ignore_scan_holes: bool = Field(False, description="leave scan holes (pixels the coarse model covers inside the "
+                                                       "scan's outline where the scan has no data) out of the pixel loss; "
+                                                       "beyond the scan's crop the generator still learns background")
 
 
 class ScheduleConfig(StrictModel):

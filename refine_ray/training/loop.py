@@ -221,7 +221,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             weight = None
             if cfg.optim.ignore_scan_holes:
                 # 1 where the pixel loss applies, 0 in scan holes; fractional on pooled border pixels.
-                hole = batch["input_mask"].bool() & ~batch["target_mask"].bool()
+                # Only holes enclosed by the scan's outline: beyond the crop the generator must learn
+                # to output background (geometry.footprint).
+                hole = batch["scan_holes"].bool()
                 weight = reduce_images((~hole).float().unsqueeze(1), r).squeeze(1)
                 x, y, weight = crop_and_pad([x, y, weight], int(round(sch.crop_pad * r)), augment,
                                             fills=[-1.0, -1.0, 1.0])
