@@ -105,3 +105,18 @@ def test_detail_energy_error_minus_one_when_detail_is_missing():
     assert detail_energy_error(base, target, m) == pytest.approx(-1.0, abs=1e-6)
     assert detail_energy_error(target, target, m) == pytest.approx(0.0, abs=1e-9)
     assert detail_energy_error(base + 2 * (target - base), target, m) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_mae_norm_parts_split_the_error_by_region_and_sum_to_it():
+    from refine_ray.inference.metrics import mae_norm, mae_norm_parts
+
+    # 1×6 image; network units, so 0.0 ↦ 0.5 and -1 ↦ background
+    pred = np.array([[0.0, 0.0, 0.0, 0.0, -1.0, -1.0]])
+    target = np.array([[0.2, -1.0, -1.0, 0.4, -1.0, -1.0]])
+    pmask = np.array([[1, 1, 1, 0, 0, 0]], bool)
+    tmask = np.array([[1, 0, 0, 1, 0, 0]], bool)
+    holes = np.array([[0, 1, 0, 0, 0, 0]], bool)
+    parts = mae_norm_parts(pred, target, pmask, tmask, holes)
+    # support = pixels 0..3; errors 0.1 (face), 0.5 (hole), 0.5 (outside), 0.7 (target only)
+    assert parts == pytest.approx({"face": 0.1 / 4, "holes": 0.5 / 4, "outside_crop": 0.5 / 4, "target_only": 0.7 / 4})
+    assert sum(parts.values()) == pytest.approx(mae_norm(pred, target, pmask, tmask))

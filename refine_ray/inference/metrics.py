@@ -12,6 +12,7 @@ from scipy import ndimage
 
 __all__ = [
     "mae_norm",
+    "mae_norm_parts",
     "mae_mm",
     "depth_normals",
     "normal_angle_error_deg",
@@ -52,6 +53,34 @@ def mae_norm(
     if not support.any():
         return float("nan")
     return float(np.abs(p - t)[support].mean())
+
+
+def mae_norm_parts(
+    pred_depth: np.ndarray,
+    target_depth: np.ndarray,
+    pred_mask: np.ndarray,
+    target_mask: np.ndarray,
+    holes: np.ndarray,
+) -> dict[str, float]:
+    """`mae_norm` split by where its error comes from; the four parts sum to `mae_norm` (same support).
+
+    - `face`: pixels both the prediction's input and the ground truth cover — the surface itself;
+    - `holes`: scan holes inside the ground truth's outline (geometry.scan_holes);
+    - `outside_crop`: the rest of the input's footprint, beyond the ground truth's crop;
+    - `target_only`: ground truth where the input has nothing (a masked prediction cannot reach it).
+    Why: at low resolution most of the coarse model's Eq. 4 error is footprint, not surface.
+    """
+    _check_same_shape("mae_norm_parts", pred_depth, target_depth, pred_mask, target_mask, holes)
+    pm, tm, hm = (np.asarray(m, bool) for m in (pred_mask, target_mask, holes))
+    p = np.where(pm, (np.clip(np.asarray(pred_depth, np.float64), -1.0, 1.0) + 1.0) / 2.0, 0.0)
+    t = np.where(tm, (np.clip(np.asarray(target_depth, np.float64), -1.0, 1.0) + 1.0) / 2.0, 0.0)
+    support = (p != 0) | (t != 0)
+    n = int(support.sum())
+    regions = {"face": pm & tm, "holes": pm & ~tm & hm, "outside_crop": pm & ~tm & ~hm, "target_only": tm & ~pm}
+    if n == 0:
+        return {k: float("nan") for k in regions}
+    err = np.abs(p - t)
+    return {k: float(err[m & support].sum() / n) for k, m in regions.items()}
 
 
 def mae_mm(pred_depth_mm: np.ndarray, target_depth_mm: np.ndarray, mask: np.ndarray) -> float:
