@@ -38,6 +38,29 @@ def shift_refiner() -> ShiftRefiner:
     return ShiftRefiner()
 
 
+CLEAR_FRAME = 3  # ClearingRefiner drives this many rows/columns along each image edge to the background
+
+
+def cleared_frame(h: int, w: int) -> np.ndarray:
+    """(h, w) bool: the pixels ClearingRefiner clears."""
+    rows, cols = np.mgrid[0:h, 0:w]
+    return (rows < CLEAR_FRAME) | (rows >= h - CLEAR_FRAME) | (cols < CLEAR_FRAME) | (cols >= w - CLEAR_FRAME)
+
+
+class ClearingRefiner(ShiftRefiner):
+    """ShiftRefiner that also clears a frame along the image edges to background, as a generator
+    trained on cropped scans learns to clear the coarse model's surplus border."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        clear = torch.from_numpy(cleared_frame(x.shape[-2], x.shape[-1])).to(x.device)
+        return torch.cat([torch.where(clear, torch.full_like(y[:, :1], -1.0), y[:, :1]), y[:, 1:]], dim=1)
+
+
+def clearing_refiner() -> ClearingRefiner:
+    return ClearingRefiner()
+
+
 def make_images(rng: np.random.Generator, h: int, w: int):
     rows, cols = np.mgrid[0:h, 0:w]
     r2 = ((rows - h / 2 + 0.5) ** 2 + (cols - w / 2 + 0.5) ** 2) / (h / 2) ** 2
@@ -83,18 +106,21 @@ def write_dataset(root: str, n_files: int = 2, per_file: int = 5, rows_per_group
     return truth
 
 
-def expected_metrics(s: dict) -> dict[str, float]:
-    """mae_norm / mae_mm of coarse and of ShiftRefiner's output, written out from the definitions."""
+def expected_metrics(s: dict, clearing: bool = False) -> dict[str, float]:
+    """mae_norm / mae_mm of coarse and of ShiftRefiner's (or ClearingRefiner's) output, written out
+    from the definitions: each surface on the pixels it keeps."""
     lo, hi = NORMALIZATION["depth_mm"]
     im, tm = s["input_mask"], s["target_mask"]
-    refined = np.where(im, np.clip(s["coarse"][..., 0] + DEPTH_SHIFT, -1, 1), -1.0)
-    out = {}
-    for tag, d in (("coarse", s["coarse"][..., 0]), ("refined", refined)):
-        p01 = np.where(im, (d + 1) / 2, 0.0)
+    c = s["coarse"][..., 0]
+    kept = im & ~cleared_frame(*im.shape) if clearing else im
+    refined = np.where(kept, np.clip(c + DEPTH_SHIFT, -1, 1), -1.0)
+    out = {"coverage_refined": float((kept & tm).sum() / (im & tm).sum())}
+    for tag, d, m in (("coarse", c, im), ("refined", refined, kept)):
+        p01 = np.where(m, (d + 1) / 2, 0.0)
         t01 = np.where(tm, (s["target"][..., 0] + 1) / 2, 0.0)
         sup = (p01 != 0) | (t01 != 0)
         out[f"mae_norm_{tag}"] = float(np.abs(p01 - t01)[sup].sum() / sup.sum())
-        both = im & tm
+        both = m & tm
         mm = lambda u: (u + 1) / 2 * (hi - lo) + lo  # noqa: E731
         out[f"mae_mm_{tag}"] = float(np.abs(mm(d) - mm(s["target"][..., 0]))[both].mean())
     return out

@@ -71,8 +71,9 @@ def _expected(work: str, config: str, dataset: str) -> dict[str, list[float]]:
         t_mask = _img(s, "target_mask", None, "u1").astype(bool)
         pred = _img(r, "refined", 3)[..., 0]
         r_mask = _img(r, "refined_mask", None, "u1").astype(bool)
-        both = in_mask & t_mask
+        assert not (r_mask & ~in_mask).any(), "the refined footprint lies inside the input's"
         for tag, img, m in (("coarse", coarse, in_mask), ("refined", pred, r_mask)):
+            both = m & t_mask  # each surface on the pixels it keeps
             out[f"mae_norm_{tag}"].append(_mae_norm(img, m, target, t_mask))
             out[f"mae_mm_{tag}"].append(float(np.abs(to_mm(img[both]) - to_mm(target[both])).mean()))
     return out

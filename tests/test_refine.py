@@ -171,13 +171,36 @@ def test_end_to_end_on_s3_with_a_real_checkpoint_through_the_cli(s3_bucket, ray_
         x = torch.from_numpy(s["coarse"]).permute(2, 0, 1)[None]
         y = F.interpolate(refiner(x), size=(16, 16), mode="bilinear", align_corners=False).clamp(-1, 1)[0, 0].numpy()
         d = np.where(s["input_mask"], y, -1.0)
-        both = s["input_mask"] & s["target_mask"]
+        # the refined surface is judged on the pixels it keeps: closer to the coarse depth than to -1
+        kept = s["input_mask"] & (d > (s["coarse"][..., 0] - 1) / 2)
+        both = kept & s["target_mask"]
         mm = lambda u: (u + 1) / 2 * (hi - lo) + lo  # noqa: E731
         assert m[sid]["mae_mm_refined"] == pytest.approx(np.abs(mm(d) - mm(s["target"][..., 0]))[both].mean(), rel=1e-4)
     summary = json.loads(storage.read_text(storage.join(out, "report", "summary.json")))
     assert summary["samples_refined"] == 4
     for name in ("report.md", "report.html", "heatmaps.png", "improvement_hist.png"):
         assert storage.exists(storage.join(out, "report", name))
+
+
+def test_pixels_the_generator_clears_leave_the_mask_the_metrics_and_the_mesh(tmp_path, ray_session):
+    import trimesh
+
+    truth = rf.write_dataset(str(tmp_path / "data"), n_files=1, per_file=4, seed=5)
+    out = tmp_path / "out"
+    result = run_refine(_cfg(tmp_path / "data", out, split="test", meshes=True), model=rf.clearing_refiner)
+    assert result.samples_refined == len(truth) and result.errors == 0
+    m = {r["sample_id"]: r for r in rf.read_parquet(str(out / "metrics.parquet")).to_pylist()}
+    for row in _refined_by_id(str(out)).to_pylist():
+        s = truth[row["sample_id"]]
+        kept = s["input_mask"] & ~rf.cleared_frame(16, 16)
+        assert 0 < kept.sum() < s["input_mask"].sum()  # the test clears a real border
+        np.testing.assert_array_equal(np.frombuffer(row["refined_mask"], "u1").reshape(16, 16).astype(bool), kept)
+        exp = rf.expected_metrics(s, clearing=True)
+        for k, v in exp.items():
+            assert m[row["sample_id"]][k] == pytest.approx(v, rel=1e-5), (row["sample_id"], k)
+        assert exp["coverage_refined"] < 1.0
+        mesh = trimesh.load(out / "meshes" / (row["sample_id"].replace("/", "_") + ".ply"), process=False)
+        assert len(mesh.vertices) == kept.sum()  # no vertex at the far depth limit where the border was cleared
 
 
 def test_raw_scans_are_preprocessed_on_the_fly(tmp_path, ray_session):

@@ -116,12 +116,13 @@ def _load_sample(run_dir: str, row: dict[str, Any]) -> dict[str, np.ndarray]:
     sid = row["sample_id"]
     src = _read_parquet(row["input_file"], filters=[("sample_id", "=", sid)])
     ref = _read_parquet(storage.join(run_dir, "refined", f"{row['unit']}.parquet"),
-                        filters=[("sample_id", "=", sid)], columns=["height", "width", "refined"])
+                        filters=[("sample_id", "=", sid)], columns=["height", "width", "refined", "refined_mask"])
     imgs = decode_images(src.slice(0, 1))
     h, w = int(ref.column("height")[0].as_py()), int(ref.column("width")[0].as_py())
     refined = np.frombuffer(ref.column("refined")[0].as_py(), "<f4").reshape(h, w, 3)
+    refined_mask = np.frombuffer(ref.column("refined_mask")[0].as_py(), "u1").reshape(h, w).astype(bool)
     return {"input": imgs["input"][0], "target": imgs["target"][0], "input_mask": imgs["input_mask"][0],
-            "target_mask": imgs["target_mask"][0], "refined": refined}
+            "target_mask": imgs["target_mask"][0], "refined": refined, "refined_mask": refined_mask}
 
 
 def heatmap_figure(samples: list[tuple[str, dict[str, Any], dict[str, np.ndarray]]],
@@ -136,10 +137,12 @@ def heatmap_figure(samples: list[tuple[str, dict[str, Any], dict[str, np.ndarray
 
     fig, axes = plt.subplots(len(samples), 3, figsize=(9, 3 * len(samples)), squeeze=False)
     for r, (tag, row, s) in enumerate(samples):
-        both = s["input_mask"] & s["target_mask"]
         tgt = depth_units_to_mm(s["target"][..., 0], depth_range)
-        err_c = np.where(both, np.abs(depth_units_to_mm(s["input"][..., 0], depth_range) - tgt), np.nan)
-        err_r = np.where(both, np.abs(depth_units_to_mm(s["refined"][..., 0], depth_range) - tgt), np.nan)
+        # each surface on the pixels it keeps (as its mae_mm)
+        both_c = s["input_mask"] & s["target_mask"]
+        both_r = s.get("refined_mask", s["input_mask"]) & s["target_mask"]
+        err_c = np.where(both_c, np.abs(depth_units_to_mm(s["input"][..., 0], depth_range) - tgt), np.nan)
+        err_r = np.where(both_r, np.abs(depth_units_to_mm(s["refined"][..., 0], depth_range) - tgt), np.nan)
         axes[r, 0].imshow(np.where(s["target_mask"], tgt, np.nan), cmap="gray")
         axes[r, 0].set_title(f"{tag}: {row['sample_id']}\nground-truth depth", fontsize=8)
         im = axes[r, 1].imshow(err_c, cmap="jet", vmin=0, vmax=vmax_mm)

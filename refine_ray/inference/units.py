@@ -49,6 +49,7 @@ METRICS_SCHEMA = pa.schema(
         ("normal_deg_refined", pa.float64()),
         ("detail_energy_err_coarse", pa.float64()),
         ("detail_energy_err_refined", pa.float64()),
+        ("coverage_refined", pa.float64()),
         ("input_file", pa.string()),
         ("unit", pa.string()),
     ]
@@ -170,18 +171,27 @@ def _refined_schema(input_schema: pa.Schema) -> pa.Schema:
 
 def _sample_metrics(coarse_u: np.ndarray, refined_u: np.ndarray, target_u: np.ndarray, in_mask: np.ndarray,
                     tgt_mask: np.ndarray, depth_range: tuple[float, float], scale: float) -> dict[str, Any]:
-    """Coarse and refined errors of one sample against its ground truth (DESIGN.md, Metrics)."""
-    both = in_mask & tgt_mask
-    out: dict[str, Any] = {"has_target": bool(tgt_mask.any()), "n_pixels": int(both.sum())}
+    """Coarse and refined errors of one sample against its ground truth (DESIGN.md, Metrics).
+
+    Each surface is judged as delivered: the coarse model on its footprint, the refined one on the
+    pixels it keeps (geometry.refined_footprint, the same pixels as its mesh). `coverage_refined` is
+    the share of the coarse-and-ground-truth pixels the refinement keeps, so a model cannot hide
+    error by dropping pixels unseen (mae_norm charges every dropped ground-truth pixel in full).
+    """
+    out: dict[str, Any] = {"has_target": bool(tgt_mask.any()), "n_pixels": int((in_mask & tgt_mask).sum())}
     if not out["has_target"]:
         for k in ("mae_norm", "mae_mm", "normal_deg", "detail_energy_err"):
             out[f"{k}_coarse"] = out[f"{k}_refined"] = float("nan")
+        out["coverage_refined"] = float("nan")
         return out
     t_mm = depth_units_to_mm(target_u[..., 0], depth_range)
-    for tag, img in (("coarse", coarse_u), ("refined", refined_u)):
+    kept = refined_footprint(coarse_u[..., 0], refined_u[..., 0], in_mask)
+    out["coverage_refined"] = float((kept & tgt_mask).sum() / out["n_pixels"]) if out["n_pixels"] else float("nan")
+    for tag, img, mask in (("coarse", coarse_u, in_mask), ("refined", refined_u, kept)):
         d = img[..., 0]
         d_mm = depth_units_to_mm(d, depth_range)
-        out[f"mae_norm_{tag}"] = M.mae_norm(d, target_u[..., 0], in_mask, tgt_mask)
+        both = mask & tgt_mask
+        out[f"mae_norm_{tag}"] = M.mae_norm(d, target_u[..., 0], mask, tgt_mask)
         out[f"mae_mm_{tag}"] = M.mae_mm(d_mm, t_mm, both)
         out[f"normal_deg_{tag}"] = M.normal_angle_error_deg(d_mm, t_mm, both, scale)
         out[f"detail_energy_err_{tag}"] = M.detail_energy_error(d_mm, t_mm, both)
