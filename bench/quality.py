@@ -72,6 +72,7 @@ class QualityScale(StrictModel):
     pix2pix_iterations: int | None = Field(None, ge=1, description="null = as many updates as the progressive run")
     residual: bool = Field(False, description="progressive runs: model.residual (not in the paper; docs/training.md)")
     ignore_scan_holes: bool = Field(False, description="every run: optim.ignore_scan_holes (not in the paper)")
+    footprint_head: bool = Field(False, description="progressive runs: model.footprint_head (needs residual; not in the paper)")
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -157,6 +158,7 @@ def train_config(name: str, scale: QualityScale):
         if scale.lr is not None:
             over.update({"optim.lr_g": scale.lr, "optim.lr_d": scale.lr})
         over["model.residual"] = scale.residual
+        over["model.footprint_head"] = scale.footprint_head
     over["optim.ignore_scan_holes"] = scale.ignore_scan_holes
     over.update({"schedule.checkpoint_every": its, "schedule.log_every": max(1, its // 4)})
     return load_train_config(os.path.join(ROOT, "configs", "train", f"{name}.yaml"), {**common, **over})
@@ -216,7 +218,8 @@ def _ratio(num: dict, den: dict) -> float | None:
 def build_table(results: dict[str, dict[str, dict]], with_surface: bool) -> tuple[list[str], list[list[str]]]:
     """Rows = configurations then Coarse; columns = in-distribution and cross-dataset errors (+ surface metrics)."""
     header = ["configuration (G | D | pixel loss)"]
-    cols = [("mae_norm", 3), ("mae_mm", 2)] + ([("normal_deg", 1), ("detail_energy_err", 2)] if with_surface else [])
+    cols = [("mae_norm", 3), ("mae_mm", 2), ("coverage", 3)]
+    cols += [("normal_deg", 1), ("detail_energy_err", 2)] if with_surface else []
     for ds in (IN_DIST, CROSS):
         header += [f"{ds} {m}" for m, _ in cols] + [f"{ds} refined/coarse mae_norm"]
     rows = []
@@ -226,7 +229,7 @@ def build_table(results: dict[str, dict[str, dict]], with_surface: bool) -> tupl
         row = ["Coarse (3DMM fit)" if name == "coarse" else LABELS[name]]
         for ds in (IN_DIST, CROSS):
             st = per_ds[ds]
-            row += [_pm(st[model][m], d) for m, d in cols]
+            row += [_pm(st[model].get(m), d) for m, d in cols]
             r = _ratio(st[model]["mae_norm"], st["coarse"]["mae_norm"])
             row.append("1.00" if name == "coarse" else (f"{r:.2f}" if r is not None else "–"))
         rows.append(row)
@@ -337,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="[residual] progressive generators add detail to the coarse input (not in the paper)")
     ap.add_argument("--ignore-scan-holes", action="store_true", default=None,
                     help="[ignore_scan_holes] scan holes out of the pixel loss (not in the paper)")
+    ap.add_argument("--footprint-head", action="store_true", default=None,
+                    help="[footprint_head] with --residual: a head decides the footprint (not in the paper)")
     ap.add_argument("--tag", default="", help="runs/refined/results go to <work>/runs-TAG etc. (same data, another schedule)")
     ap.add_argument("--figure", help="table4: write the qualitative grid PNG here (default <work>/results/quality_grid.png)")
     return ap
@@ -346,7 +351,7 @@ def load_scale(scale: str, args: argparse.Namespace) -> QualityScale:
     path = scale if scale.endswith((".yaml", ".yml")) else os.path.join(ROOT, "configs", "quality", f"{scale}.yaml")
     over = {"seed": args.seed, "landmark_noise_px": args.landmark_noise_px,
             "iterations_per_stage": args.iterations_per_stage, "residual": args.residual,
-            "ignore_scan_holes": args.ignore_scan_holes}
+            "ignore_scan_holes": args.ignore_scan_holes, "footprint_head": args.footprint_head}
     if args.gpu:
         over.update({"use_gpu": True, "refine_gpu": True})
     return load_config(QualityScale, path, over)

@@ -31,6 +31,9 @@ max_channels: 8
 iterations_per_stage: 1
 batch_size: 2
 lr: 2.0e-4
+residual: true          # the non-paper options, so their training-loop branches run under Ray Train here
+ignore_scan_holes: true
+footprint_head: true
 local: true
 """
 

@@ -53,6 +53,10 @@ def summarize(metrics: pa.Table) -> dict[str, Any]:
         for model in ("coarse", "refined"):
             entry[model] = {m: _stats(with_t.column(f"{m}_{model}").to_numpy(zero_copy_only=False))
                             for m, _, _ in METRICS}
+        if "coverage_refined" in with_t.column_names:
+            # share of the coarse ∩ ground-truth pixels the refined surface keeps (the coarse one: all)
+            entry["refined"]["coverage"] = _stats(with_t.column("coverage_refined").to_numpy(zero_copy_only=False))
+            entry["coarse"]["coverage"] = _stats(np.ones(with_t.num_rows))
         if with_t.num_rows:
             imp = (with_t.column("mae_mm_coarse").to_numpy(zero_copy_only=False)
                    - with_t.column("mae_mm_refined").to_numpy(zero_copy_only=False))

@@ -54,3 +54,13 @@ def generator_loss(critic: Critic, condition: torch.Tensor, fake_for_critic: tor
     adv = -critic(condition, fake_for_critic).mean()
     loss = l1 + kappa * adv
     return loss, {"g_loss": float(loss.detach()), "l1": float(l1.detach()), "g_adv": float(adv.detach())}
+
+
+def footprint_loss(logit: torch.Tensor, target_coverage: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the keep logit (B,1,H,W) against the ground truth's coverage (B,H,W),
+    0..1 (fractional on pooled border pixels), averaged with per-pixel `weight` (B,H,W): the pixels the
+    coarse model covers, the only ones whose fate the footprint head decides."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logit[:, 0].float(), target_coverage.float(), reduction="none")
+    w = weight.float()
+    return (bce * w).sum() / w.sum().clamp_min(1e-8)

@@ -101,9 +101,10 @@ def build_networks(config: dict[str, Any]):
         generator = UnetGenerator(ch.generator_in, 3, m.max_resolution, ngf=m.pix2pix_ngf)
         critic = PatchDiscriminator(ch.critic_in, ndf=m.pix2pix_ngf)
     else:
-        generator = ProgressiveGenerator(ch.generator_in, 3, m.max_resolution, m.max_channels, m.equalized_lr)
+        out = 3 + int(m.footprint_head)  # D, C, E (+ the keep logit)
+        generator = ProgressiveGenerator(ch.generator_in, out, m.max_resolution, m.max_channels, m.equalized_lr)
         critic = ProgressiveCritic(ch.critic_in, m.max_resolution, m.max_channels, m.equalized_lr)
-    return (ResidualOverInput(generator) if m.residual else generator), critic
+    return (ResidualOverInput(generator, footprint=m.footprint_head) if m.residual else generator), critic
 
 
 @dataclass

@@ -23,12 +23,17 @@ class ModelConfig(StrictModel):
     pix2pix_ngf: int = Field(64, ge=4, description="pix2pix U-Net / PatchGAN base width")
     residual: bool = Field(False, description="generator output = coarse D,C,E + predicted detail "
                                               "(not in the paper; refine_ray/nn/residual.py says why)")
+    footprint_head: bool = Field(False, description="with residual: an extra output channel decides which coarse "
+                                                    "pixels the face keeps (crop border, scan holes), so depth is "
+                                                    "learnt only where the ground truth has a surface (nn/residual.py)")
 
     @model_validator(mode="after")
     def _check(self):
         resolutions(self.max_resolution)
         if self.max_resolution > 256:
             raise ValueError("max_resolution above 256 is not supported (the data is 256²)")
+        if self.footprint_head and not (self.residual and self.kind == "progressive"):
+            raise ValueError("model.footprint_head needs model.residual: true and kind: progressive")
         if self.kind == "pix2pix" and self.max_resolution < 32:
             raise ValueError("pix2pix needs max_resolution >= 32")
         return self
@@ -49,6 +54,8 @@ class OptimConfig(StrictModel):
     kappa: float | None = Field(None, ge=0)
     l1_weight: float = Field(100.0, ge=0, description="pix2pix only")
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    footprint_weight: float = Field(1.0, ge=0, description="weight of the footprint head's cross-entropy "
+                                                          "(model.footprint_head) against the pixel loss")
     ignore_scan_holes: bool = Field(False, description="leave scan holes (pixels the coarse model covers inside the "
                                                        "scan's outline where the scan has no data) out of the pixel loss; "
                                                        "beyond the scan's crop the generator still learns background")

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from refine_ray.nn.losses import critic_wgan_gp_loss, generator_loss
+from refine_ray.nn.losses import critic_wgan_gp_loss, footprint_loss, generator_loss
 from refine_ray.nn.pix2pix import patchgan_discriminator_loss, pix2pix_generator_loss
 from refine_ray.training.checkpoints import build_networks
 from refine_ray.training.config import TrainConfig
@@ -80,9 +80,13 @@ class ConditionalGan:
         return contextlib.nullcontext()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, stage: int, alpha: float,
-             weight: torch.Tensor | None = None) -> dict[str, float]:
+             weight: torch.Tensor | None = None, coverage: torch.Tensor | None = None) -> dict[str, float]:
         """One critic and one generator update on a batch (x = dataset input, y = target, same res;
-        weight (B,r,r) optionally weights the pixel loss per pixel)."""
+        weight (B,r,r) optionally weights the pixel loss per pixel; coverage (B,2,r,r) = the input's and
+        the target's pixel coverage in 0..1, required by a footprint head)."""
+        footprint = self.cfg.model.footprint_head
+        if footprint and coverage is None:
+            raise ValueError("a generator with a footprint head needs the input and target coverage")
         ch, o = self.channels, self.cfg.optim
         xg = x[:, list(ch.generator_channels)]
         cond = x[:, list(ch.critic_channels)]
@@ -105,13 +109,28 @@ class ConditionalGan:
         self.critic.requires_grad_(False)
         try:
             with self._autocast():
-                fake = self.generator(xg, stage, alpha).float()
-                args = (critic, cond, fake[:, list(ch.critic_channels)], fake[:, list(ch.loss_channels)],
+                if footprint:
+                    # depth where the ground truth has a surface; the head decides the footprint;
+                    # the critic sees the composition (nn/residual.py)
+                    image, logit = self.generator.detail_and_footprint(xg, stage, alpha)
+                    image, logit = image.float(), logit.float()
+                    fake = self.generator.compose(image, logit, hard=False)
+                    face = coverage[:, 0] * coverage[:, 1]
+                    weight = face if weight is None else weight * face
+                    loss_image = image
+                else:
+                    fake = self.generator(xg, stage, alpha).float()
+                    loss_image = fake
+                args = (critic, cond, fake[:, list(ch.critic_channels)], loss_image[:, list(ch.loss_channels)],
                         y[:, list(ch.loss_channels)])
                 if self.kind == "pix2pix":
                     g_loss, g_stats = pix2pix_generator_loss(*args, l1_weight=o.l1_weight, weight=weight)
                 else:
                     g_loss, g_stats = generator_loss(*args, kappa=self.kappa, weight=weight)
+                if footprint:
+                    fp = footprint_loss(logit, coverage[:, 1], coverage[:, 0])
+                    g_loss = g_loss + o.footprint_weight * fp
+                    g_stats.update(footprint_bce=float(fp.detach()), g_loss=float(g_loss.detach()))
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             average_gradients(self.generator, self.world_size)

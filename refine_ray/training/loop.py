@@ -218,19 +218,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             batch = next(batches)
             x = reduce_images(batch["input"].float(), r)
             y = reduce_images(batch["target"].float(), r)
-            weight = None
+            tensors, fills = [x, y], [-1.0, -1.0]
             if cfg.optim.ignore_scan_holes:
                 # 1 where the pixel loss applies, 0 in scan holes; fractional on pooled border pixels.
                 # Only holes enclosed by the scan's outline: beyond the crop the generator must learn
                 # to output background (geometry.footprint).
                 hole = batch["scan_holes"].bool()
-                weight = reduce_images((~hole).float().unsqueeze(1), r).squeeze(1)
-                x, y, weight = crop_and_pad([x, y, weight], int(round(sch.crop_pad * r)), augment,
-                                            fills=[-1.0, -1.0, 1.0])
-            else:
-                x, y = crop_and_pad([x, y], int(round(sch.crop_pad * r)), augment, fills=[-1.0, -1.0])
+                tensors.append(reduce_images((~hole).float().unsqueeze(1), r).squeeze(1))
+                fills.append(1.0)
+            if cfg.model.footprint_head:
+                # input and target coverage (0..1 on pooled pixels) for the footprint head
+                masks = torch.stack([batch["input_mask"], batch["target_mask"]], 1).float()
+                tensors.append(reduce_images(masks, r))
+                fills.append(0.0)
+            tensors = crop_and_pad(tensors, int(round(sch.crop_pad * r)), augment, fills=fills)
+            x, y = tensors[0], tensors[1]
+            weight = tensors[2] if cfg.optim.ignore_scan_holes else None
+            coverage = tensors[-1] if cfg.model.footprint_head else None
             alpha = fade_alpha(stage, it, cfg, fading)
-            stats = gan.step(x, y, stage, alpha, weight)
+            stats = gan.step(x, y, stage, alpha, weight, coverage)
             global_step += 1
             if cfg.fail_at_step == global_step and rank == 0:
                 marker = storage.join(run_dir, f".failed-at-{global_step}")
