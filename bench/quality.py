@@ -286,7 +286,8 @@ def check_scale(scale: QualityScale, runs_uri: str) -> None:
     uri = storage.join(runs_uri, "quality_scale.json")
     now = scale.model_dump(mode="json")
     if storage.exists(uri):
-        before = json.loads(storage.read_text(uri))
+        # a key added to the scale since those runs were made means its default then
+        before = {**QualityScale.model_construct().model_dump(mode="json"), **json.loads(storage.read_text(uri))}
         diff = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
         if diff:
             raise ScaleMismatch(f"{uri}: runs here were made with other settings ({', '.join(diff)} differ); "
