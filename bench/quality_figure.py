@@ -94,3 +94,37 @@ def qualitative_grid(models: dict[str, dict[str, str]], data: dict[str, str], ou
     plt.close(fig)
     storage.atomic_write_bytes(out_uri, buf.getvalue())
     return {"path": out_uri, "samples": [t for t, _ in rows]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Grid from finished runs of different tags, e.g. ours with the footprint head beside pix2pix:
+
+      python bench/quality_figure.py --work /tmp/q --panel "ours=fphead:dce_d_dce" --panel "pix2pix=:pix2pix_dce_d_d" --out grid.png
+    """
+    import argparse
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from quality import paths
+
+    ap = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--panel", action="append", required=True, help="LABEL=TAG:CONFIG (TAG empty for untagged runs)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    models = {}
+    for spec in args.panel:
+        label, _, rest = spec.partition("=")
+        tag, _, config = rest.rpartition(":")
+        if not label or not config:
+            ap.error(f"--panel {spec!r}: expected LABEL=TAG:CONFIG")
+        refined = paths(args.work, tag)["refined"]
+        models[label] = {ds: storage.join(refined, config, ds) for ds in ("frgc", "bosphorus")}
+    p = paths(args.work)
+    print(qualitative_grid(models, {"frgc": p["frgc_data"], "bosphorus": p["bos_data"]}, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
