@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poses", type=int, help="[poses] augmented poses per scan (default 2)")
     p.add_argument("--image-size", type=int, help="[image_size] image side in px (default 64)")
     p.add_argument("--max-resolution", type=int, help="[max_resolution] last progressive stage (default 64)")
-    p.add_argument("--iterations-per-stage", type=int, help="[iterations_per_stage] (default 150; paper 10,000)")
+    p.add_argument("--iterations-per-stage", type=int, help="[iterations_per_stage] (default 400; paper 10,000)")
     p.add_argument("--seed", type=int, help="[seed]")
     return p
 

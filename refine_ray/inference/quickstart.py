@@ -34,6 +34,8 @@ class QuickstartConfig(StrictModel):
     residual: bool = Field(True, description="generator adds detail to the coarse input (a short schedule then "
                                              "starts from the coarse model; refine_ray/nn/residual.py)")
     ignore_scan_holes: bool = Field(True, description="scan holes don't count in the pixel loss")
+    footprint_head: bool = Field(True, description="with residual: a head decides which coarse pixels the face keeps "
+                                                   "(crop border, holes); refine_ray/nn/residual.py")
     seed: int = 0
 
 
@@ -85,6 +87,7 @@ def run_quickstart(cfg: QuickstartConfig, project_root: str | None = None) -> di
         "schedule.log_every": max(1, cfg.iterations_per_stage // 2), "schedule.seed": cfg.seed,
         "optim.lr_g": cfg.lr, "optim.lr_d": cfg.lr, "workers.cpus_per_worker": 1.0,
         "model.residual": cfg.residual, "optim.ignore_scan_holes": cfg.ignore_scan_holes,
+        "model.footprint_head": cfg.footprint_head and cfg.residual,
     })
     result = _timed("train (progressive, CPU)", lambda: train(train_cfg, data=data, storage_uri=runs,
                                                               name="quickstart"), times)
