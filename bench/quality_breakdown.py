@@ -3,8 +3,9 @@
   python bench/quality_breakdown.py --work /tmp/refine-ray-quality-cpu [--tag T] [--config dce_d_dce]
 
 Prints, per test set, the paper's mae_norm split into face / scan holes / outside the ground truth's
-crop / ground truth only (inference.metrics.mae_norm_parts), and the depth error in mm on the pixels
-both cover, eroded by 0–3 px from the footprint border. Why: at 64² most of the coarse mae_norm is
+crop / ground truth only (inference.metrics.mae_norm_parts), and the depth error in mm of both surfaces on
+the same pixels — those the coarse fit, the refined output and the ground truth all have — eroded by 0–3 px
+from the border of that set. Why: at 64² most of the coarse mae_norm is
 footprint disagreement, and a refined model can trade surface error at the border for footprint.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from scipy import ndimage  # noqa: E402
 
 from refine_ray import storage  # noqa: E402
 from refine_ray.data.schema import decode_images, read_manifest  # noqa: E402
-from refine_ray.geometry import DceNormalization, scan_holes  # noqa: E402
+from refine_ray.geometry import DceNormalization, refined_footprint, scan_holes  # noqa: E402
 from refine_ray.inference.metrics import mae_mm, mae_norm_parts  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,11 +46,13 @@ def breakdown(refined_dir: str, data_dir: str) -> dict[str, dict[str, float]]:
         im, tm = imgs["input_mask"][i].astype(bool), imgs["target_mask"][i].astype(bool)
         holes = scan_holes(im, tm)
         tgt = imgs["target"][i, ..., 0]
+        # paired: the pixels both surfaces deliver (the refined one keeps refined_footprint) and the ground truth has
+        shared = im & tm & refined_footprint(imgs["input"][i, ..., 0], ref[sid], im)
         for tag, depth in (("coarse", imgs["input"][i, ..., 0]), ("refined", ref[sid])):
             for k, v in mae_norm_parts(depth, tgt, im, tm, holes).items():
                 acc[tag].setdefault(f"mae_norm {k}", []).append(v)
             for e in EROSIONS:
-                both = ndimage.binary_erosion(im & tm, iterations=e) if e else im & tm
+                both = ndimage.binary_erosion(shared, iterations=e) if e else shared
                 acc[tag].setdefault(f"mae_mm ≥{e} px inside", []).append(
                     mae_mm(norm.denormalize_depth(depth), norm.denormalize_depth(tgt), both))
     return {tag: {k: float(np.nanmean(v)) for k, v in d.items()} for tag, d in acc.items()}
