@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from refine_ray import storage
-from refine_ray.geometry import DceNormalization, ImageView, depth_to_mesh, mesh_to_ply_bytes, refined_footprint
+from refine_ray.geometry import DceNormalization, ImageView, depth_to_mesh, mesh_to_ply_bytes
 
 
 def mesh_file_name(sample_id: str) -> str:
@@ -48,10 +48,11 @@ class MeshWriter:
         self.folder = folder
         self.norm = DceNormalization.from_dict(normalization)
 
-    def __call__(self, row_table: pa.Table, refined: np.ndarray, imgs: dict[str, np.ndarray], index: int) -> str:
+    def __call__(self, row_table: pa.Table, refined: np.ndarray, mask: np.ndarray, imgs: dict[str, np.ndarray],
+                 index: int) -> str:
+        """`mask`: the pixels the refined surface keeps (geometry.refined_footprint)."""
         row = row_table.to_pylist()[0]
         h, w = refined.shape[:2]
-        mask = refined_footprint(imgs["input"][index, ..., 0], refined[..., 0], imgs["input_mask"][index])
         rgb = imgs["input"][index, ..., 3:6] if imgs["input"].shape[-1] >= 6 else None
         vertices, faces, colors = refined_mesh(refined, mask, sample_view(row, h, w), self.norm, rgb)
         if len(faces) == 0:

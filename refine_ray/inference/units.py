@@ -170,11 +170,12 @@ def _refined_schema(input_schema: pa.Schema) -> pa.Schema:
 
 
 def _sample_metrics(coarse_u: np.ndarray, refined_u: np.ndarray, target_u: np.ndarray, in_mask: np.ndarray,
-                    tgt_mask: np.ndarray, depth_range: tuple[float, float], scale: float) -> dict[str, Any]:
+                    tgt_mask: np.ndarray, kept: np.ndarray, depth_range: tuple[float, float],
+                    scale: float) -> dict[str, Any]:
     """Coarse and refined errors of one sample against its ground truth (DESIGN.md, Metrics).
 
     Each surface is judged as delivered: the coarse model on its footprint, the refined one on the
-    pixels it keeps (geometry.refined_footprint, the same pixels as its mesh). `coverage_refined` is
+    pixels it keeps (`kept`, geometry.refined_footprint: the same pixels as its mesh). `coverage_refined` is
     the share of the coarse-and-ground-truth pixels the refinement keeps, so a model cannot hide
     error by dropping pixels unseen (mae_norm charges every dropped ground-truth pixel in full).
     """
@@ -185,7 +186,6 @@ def _sample_metrics(coarse_u: np.ndarray, refined_u: np.ndarray, target_u: np.nd
         out["coverage_refined"] = float("nan")
         return out
     t_mm = depth_units_to_mm(target_u[..., 0], depth_range)
-    kept = refined_footprint(coarse_u[..., 0], refined_u[..., 0], in_mask)
     out["coverage_refined"] = float((kept & tgt_mask).sum() / out["n_pixels"]) if out["n_pixels"] else float("nan")
     for tag, img, mask in (("coarse", coarse_u, in_mask), ("refined", refined_u, kept)):
         d = img[..., 0]
@@ -288,15 +288,16 @@ def process_unit(
                 scales = (table.column("scale_px_per_mm").to_pylist() if "scale_px_per_mm" in table.column_names
                           else [1.0] * table.num_rows)
                 for i in range(table.num_rows):
+                    # the refined surface's pixels: one decision for its mask, its metrics and its mesh
+                    kept = refined_footprint(imgs["input"][i, ..., 0], refined[i, ..., 0], imgs["input_mask"][i])
                     sm = _sample_metrics(imgs["input"][i, ..., :3], refined[i], imgs["target"][i], imgs["input_mask"][i],
-                                         imgs["target_mask"][i], depth_range, float(scales[i]))
+                                         imgs["target_mask"][i], kept, depth_range, float(scales[i]))
                     rows_m.append(sm)
                     refined_bytes.append(refined[i].astype("<f4").tobytes())
-                    kept = refined_footprint(imgs["input"][i, ..., 0], refined[i, ..., 0], imgs["input_mask"][i])
                     mask_bytes.append(kept.astype("u1").tobytes())
                     if mesh_writer is not None:
                         try:
-                            mesh_writer(table.slice(i, 1), refined[i], imgs, i)
+                            mesh_writer(table.slice(i, 1), refined[i], kept, imgs, i)
                         except Exception as exc:
                             errors.append({"file": unit.file, "sample_id": table.column("sample_id")[i].as_py(),
                                            "stage": "mesh", "reason": str(exc)})
