@@ -146,3 +146,17 @@ def test_other_scale_on_existing_runs_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "iterations_per_stage" in err and "--tag" in err
     assert not (tmp_path / "work" / "scans").exists()   # refused before any work
+
+
+def test_a_scale_key_added_later_compares_as_its_default(tmp_path):
+    """Runs recorded before a key existed (e.g. footprint_head) stay usable when the key keeps its default."""
+    sys.path.insert(0, ROOT)
+    from bench.quality import QualityScale, ScaleMismatch, check_scale
+
+    scale = QualityScale(name="t", frgc_subjects=3)
+    recorded = scale.model_dump(mode="json")
+    del recorded["footprint_head"]
+    (tmp_path / "quality_scale.json").write_text(json.dumps(recorded))
+    check_scale(scale, str(tmp_path))                       # accepted: the missing key meant False
+    with pytest.raises(ScaleMismatch, match="footprint_head"):
+        check_scale(QualityScale(name="t", frgc_subjects=3, residual=True, footprint_head=True), str(tmp_path))
