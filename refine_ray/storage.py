@@ -78,17 +78,28 @@ def _fsspec_options(protocol: str) -> dict:
     return {}
 
 
-def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(fsspec filesystem, path inside it) for a local path or URI."""
+def filesystem(uri: str, portable: bool = False) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(fsspec filesystem, path inside it) for a local path or URI.
+
+    `portable`: an S3 filesystem also carries this process's credentials, so a pickled copy works in a
+    Ray process started without them (Ray Data's file listing runs in tasks that take no runtime_env).
+    The credentials then travel inside Ray's task arguments, as a runtime_env would carry them; they
+    are never written to a log or file by this project.
+    """
     uri = str(uri)
     protocol = uri.split("://", 1)[0] if is_remote(uri) else "file"
-    fs, path = fsspec.core.url_to_fs(uri, **_fsspec_options(protocol))
+    opts = _fsspec_options(protocol)
+    if portable and protocol in ("s3", "s3a"):
+        for key, env in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"), ("token", "AWS_SESSION_TOKEN")):
+            if os.environ.get(env):
+                opts[key] = os.environ[env]
+    fs, path = fsspec.core.url_to_fs(uri, **opts)
     return fs, path
 
 
-def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(pyarrow filesystem, path) — what pyarrow.parquet and Ray Data take."""
-    fs, path = filesystem(uri)
+def arrow_filesystem(uri: str, portable: bool = False) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path) — what pyarrow.parquet and Ray Data take (`portable`: see filesystem)."""
+    fs, path = filesystem(uri, portable)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 

@@ -142,3 +142,30 @@ def test_init_from_starts_from_the_checkpoint_weights(ray_session, dataset, tmp_
     scratch = train(frozen.model_copy(update={"init_from": None}), data=dataset, storage_uri=str(tmp_path), name="scratch")
     fresh = ckpt.load_checkpoint(scratch.stage_checkpoints[0])["generator"]
     assert not all(torch.allclose(fresh[k], trained[k], atol=1e-6) for k in trained)
+
+
+def test_data_and_run_storage_on_s3(ray_session, s3_bucket):
+    """Shards read from and the run (checkpoints, metrics) written to an S3-compatible store; the refiner
+    loads back from there. The shared Ray was started without the AWS settings the test sets."""
+    from refine_ray import storage
+    from refine_ray.training.trainer import train
+
+    data = write_analytic_dataset(f"{s3_bucket}/data", n_train=4, n_test=2, size=8)
+    cfg = TrainConfig.model_validate({
+        "model": {"max_resolution": 8, "max_channels": 8},
+        "schedule": {"iterations_per_stage": 2, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "val_samples": 2},
+        "workers": {"num_workers": 1, "cpus_per_worker": 0.5},
+    })
+    result = train(cfg, data=data, storage_uri=f"{s3_bucket}/runs", name="s3run")
+    assert result.run_dir == f"{s3_bucket}/runs/s3run"
+    assert [u.rsplit("/", 1)[-1] for u in result.stage_checkpoints] == ["stage-0-4x4.pt", "stage-1-8x8.pt"]
+    records = [json.loads(line) for line in storage.read_text(result.metrics_uri).splitlines()]
+    assert {r["stage"] for r in records if r["kind"] == "stage_end"} == {0, 1}
+    refiner = ckpt.load_refiner(result.run_dir)
+    assert refiner.resolution == 8
+    assert refiner(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+    import os
+
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    for name in ("config.yaml", "metrics.jsonl"):
+        assert secret not in storage.read_text(f"{result.run_dir}/{name}")   # no credentials in files

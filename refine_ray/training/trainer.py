@@ -79,7 +79,9 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     files = storage.list_files(train_uri, suffixes=[".parquet"])  # skips in-flight .tmp- files
     if not files:
         raise FileNotFoundError(f"{train_uri}: no training shards (*.parquet)")
-    fs, _ = storage.arrow_filesystem(train_uri)
+    # portable: Ray Data lists and reads the files in its own tasks, on a cluster maybe started
+    # without this process's object-store settings
+    fs, _ = storage.arrow_filesystem(train_uri, portable=True)
     paths = [storage.arrow_filesystem(f)[1] for f in files]
     ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(COLUMNS)
     ds = ds.map_batches(decode_for_training, batch_size=64)
@@ -89,11 +91,16 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     if w.use_gpu:
         resources["GPU"] = 1
     run_kwargs: dict[str, Any] = {"name": cfg.name, "failure_config": FailureConfig(max_failures=w.max_failures)}
-    if storage.is_remote(cfg.storage):
-        sfs, spath = storage.arrow_filesystem(cfg.storage)
-        run_kwargs.update(storage_path=spath, storage_filesystem=sfs)
-    else:
+    if storage.worker_env():
+        # The workers write checkpoints and logs through refine_ray.storage: they need this process's
+        # object-store settings even on a Ray started without them (a shared or long-lived cluster).
+        run_kwargs["worker_runtime_env"] = {"env_vars": storage.worker_env()}
+    if not storage.is_remote(cfg.storage):
         run_kwargs["storage_path"] = cfg.storage
+    # else: Ray Train's own storage keeps only its bookkeeping (checkpoints and metrics go to the run
+    # directory through refine_ray.storage, and only metrics are reported to Ray), so it stays on the
+    # head node's default path: handing Ray an object-store filesystem would need the store's
+    # settings in Ray's controller actor too, which a cluster started without them does not have.
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=cfg.model_dump(mode="json"),
