@@ -21,7 +21,7 @@ from scipy import ndimage  # noqa: E402
 
 from refine_ray import storage  # noqa: E402
 from refine_ray.data.schema import decode_images, read_manifest  # noqa: E402
-from refine_ray.geometry import DceNormalization, refined_footprint, scan_holes  # noqa: E402
+from refine_ray.geometry import DceNormalization, scan_holes  # noqa: E402
 from refine_ray.inference.metrics import mae_mm, mae_norm_parts  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,9 +34,12 @@ EROSIONS = (0, 1, 2, 3)
 def breakdown(refined_dir: str, data_dir: str) -> dict[str, dict[str, float]]:
     """Mean over test samples of each mae_norm part and of mae_mm per erosion, for coarse and refined."""
     norm = DceNormalization.from_dict(read_manifest(data_dir)["normalization"])
-    ref = {}
-    for row in _read_all(storage.join(refined_dir, "refined"), ["sample_id", "height", "width", "refined"]).to_pylist():
-        ref[row["sample_id"]] = np.frombuffer(row["refined"], "<f4").reshape(row["height"], row["width"], 3)[..., 0]
+    ref, kept = {}, {}
+    cols = ["sample_id", "height", "width", "refined", "refined_mask"]
+    for row in _read_all(storage.join(refined_dir, "refined"), cols).to_pylist():
+        hw = (row["height"], row["width"])
+        ref[row["sample_id"]] = np.frombuffer(row["refined"], "<f4").reshape(*hw, 3)[..., 0]
+        kept[row["sample_id"]] = np.frombuffer(row["refined_mask"], "u1").reshape(hw).astype(bool)
     data = _read_all(storage.join(data_dir, "test"))
     imgs = decode_images(data)
     acc: dict[str, dict[str, list[float]]] = {"coarse": {}, "refined": {}}
@@ -46,8 +49,8 @@ def breakdown(refined_dir: str, data_dir: str) -> dict[str, dict[str, float]]:
         im, tm = imgs["input_mask"][i].astype(bool), imgs["target_mask"][i].astype(bool)
         holes = scan_holes(im, tm)
         tgt = imgs["target"][i, ..., 0]
-        # paired: the pixels both surfaces deliver (the refined one keeps refined_footprint) and the ground truth has
-        shared = im & tm & refined_footprint(imgs["input"][i, ..., 0], ref[sid], im)
+        # paired: the pixels both surfaces deliver (the refine job's refined_mask) and the ground truth has
+        shared = im & tm & kept[sid]
         for tag, depth in (("coarse", imgs["input"][i, ..., 0]), ("refined", ref[sid])):
             for k, v in mae_norm_parts(depth, tgt, im, tm, holes).items():
                 acc[tag].setdefault(f"mae_norm {k}", []).append(v)

@@ -43,16 +43,22 @@ def mae_norm(
     Returns NaN when both images are empty (no pixel to average over).
     """
     _check_same_shape("mae_norm", pred_depth, target_depth)
+    p, t, support = _eq4_depths(pred_depth, target_depth, pred_mask, target_mask)
+    if not support.any():
+        return float("nan")
+    return float(np.abs(p - t)[support].mean())
+
+
+def _eq4_depths(pred_depth, target_depth, pred_mask, target_mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eq. 4's view of two depth images: values in [0, 1] with background 0 (masks force it), and the
+    support where either is non-zero. Shared by mae_norm and its split, so the two always agree."""
     p = (np.clip(np.asarray(pred_depth, np.float64), -1.0, 1.0) + 1.0) / 2.0
     t = (np.clip(np.asarray(target_depth, np.float64), -1.0, 1.0) + 1.0) / 2.0
     if pred_mask is not None:
         p = np.where(np.asarray(pred_mask, bool), p, 0.0)
     if target_mask is not None:
         t = np.where(np.asarray(target_mask, bool), t, 0.0)
-    support = (p != 0) | (t != 0)
-    if not support.any():
-        return float("nan")
-    return float(np.abs(p - t)[support].mean())
+    return p, t, (p != 0) | (t != 0)
 
 
 def mae_norm_parts(
@@ -72,9 +78,7 @@ def mae_norm_parts(
     """
     _check_same_shape("mae_norm_parts", pred_depth, target_depth, pred_mask, target_mask, holes)
     pm, tm, hm = (np.asarray(m, bool) for m in (pred_mask, target_mask, holes))
-    p = np.where(pm, (np.clip(np.asarray(pred_depth, np.float64), -1.0, 1.0) + 1.0) / 2.0, 0.0)
-    t = np.where(tm, (np.clip(np.asarray(target_depth, np.float64), -1.0, 1.0) + 1.0) / 2.0, 0.0)
-    support = (p != 0) | (t != 0)
+    p, t, support = _eq4_depths(pred_depth, target_depth, pm, tm)
     n = int(support.sum())
     regions = {"face": pm & tm, "holes": pm & ~tm & hm, "outside_crop": pm & ~tm & ~hm, "target_only": tm & ~pm}
     if n == 0:

@@ -144,7 +144,7 @@ def heatmap_figure(samples: list[tuple[str, dict[str, Any], dict[str, np.ndarray
         tgt = depth_units_to_mm(s["target"][..., 0], depth_range)
         # each surface on the pixels it keeps (as its mae_mm)
         both_c = s["input_mask"] & s["target_mask"]
-        both_r = s.get("refined_mask", s["input_mask"]) & s["target_mask"]
+        both_r = s["refined_mask"] & s["target_mask"]
         err_c = np.where(both_c, np.abs(depth_units_to_mm(s["input"][..., 0], depth_range) - tgt), np.nan)
         err_r = np.where(both_r, np.abs(depth_units_to_mm(s["refined"][..., 0], depth_range) - tgt), np.nan)
         axes[r, 0].imshow(np.where(s["target_mask"], tgt, np.nan), cmap="gray")

@@ -19,17 +19,20 @@ from refine_ray.geometry import scan_holes
 COLUMNS = ["sample_id", "height", "width", "input_channels", "input", "target", "input_mask", "target_mask"]
 
 
-def decode_for_training(batch: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Ray Data map_batches function: bytes columns → channel-first float32 images and uint8 masks."""
+def decode_for_training(batch: dict[str, Any], with_scan_holes: bool = True) -> dict[str, np.ndarray]:
+    """Ray Data map_batches function: bytes columns → channel-first float32 images and uint8 masks
+    (+ `scan_holes` when `with_scan_holes`: a hole fill per image, only worth it for optim.ignore_scan_holes)."""
     img = decode_images(batch)
-    return {
+    out = {
         "input": np.ascontiguousarray(img["input"].transpose(0, 3, 1, 2)),
         "target": np.ascontiguousarray(img["target"].transpose(0, 3, 1, 2)),
         "input_mask": img["input_mask"].astype(np.uint8),
         "target_mask": img["target_mask"].astype(np.uint8),
-        # computed here, on the data side, once per row: the training step only reads it
-        "scan_holes": scan_holes(img["input_mask"], img["target_mask"]).astype(np.uint8),
     }
+    if with_scan_holes:
+        # computed here, on the data side, once per row: the training step only reads it
+        out["scan_holes"] = scan_holes(img["input_mask"], img["target_mask"]).astype(np.uint8)
+    return out
 
 
 def reduce_images(x: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -90,6 +93,7 @@ def read_validation(data_uri: str, limit: int) -> dict[str, np.ndarray] | None:
         return None
     import pyarrow as pa
 
-    out = decode_for_training(pa.concat_tables(tables))
-    out["sample_id"] = np.asarray(pa.concat_tables(tables).column("sample_id").to_pylist())
+    table = pa.concat_tables(tables)
+    out = decode_for_training(table, with_scan_holes=False)  # validation scores images, it has no pixel loss
+    out["sample_id"] = np.asarray(table.column("sample_id").to_pylist())
     return out

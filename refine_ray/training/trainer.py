@@ -84,7 +84,8 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     fs, _ = storage.arrow_filesystem(train_uri, portable=True)
     paths = [storage.arrow_filesystem(f)[1] for f in files]
     ds = ray.data.read_parquet(paths, filesystem=fs).select_columns(COLUMNS)
-    ds = ds.map_batches(decode_for_training, batch_size=64)
+    ds = ds.map_batches(decode_for_training, batch_size=64,
+                        fn_kwargs={"with_scan_holes": cfg.optim.ignore_scan_holes})
 
     w = cfg.workers
     resources = {"CPU": w.cpus_per_worker}
