@@ -201,14 +201,19 @@ def test_killed_run_then_rerun_gives_each_sample_once(scans, tmp_path):
            "--train-fraction", "0.5", "--seed", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ledger = os.path.join(out, "_ledger")
+
+    def committed_records():
+        # an atomic write's in-flight temp file is not a commit (the kill may land between write and rename)
+        return [n for n in os.listdir(ledger) if not n.startswith(".tmp-")] if os.path.isdir(ledger) else []
+
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not (os.path.isdir(ledger) and os.listdir(ledger)):
+        while time.time() < deadline and not committed_records():
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
-    committed = os.listdir(ledger)
+    committed = committed_records()
     assert 1 <= len(committed) < 4, "the kill should land mid-run"
     os.makedirs(os.path.join(out, "train"), exist_ok=True)
     open(os.path.join(out, "train", "part-unfinished.parquet"), "wb").write(b"PAR1 half")  # as a crash mid-commit leaves
