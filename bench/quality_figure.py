@@ -96,10 +96,76 @@ def qualitative_grid(models: dict[str, dict[str, str]], data: dict[str, str], ou
     return {"path": out_uri, "samples": [t for t, _ in rows]}
 
 
+def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri: str, per_dataset: int = 2,
+                vmax_mm: float = 4.0) -> dict[str, Any]:
+    """Shaded coarse | each model | ground truth, then the |depth error| map (mm) of coarse and of each model.
+
+    Error maps are drawn on the pixels the surface and the ground truth both cover (white elsewhere), on one
+    colour scale 0..`vmax_mm` for every panel, so a region the refinement improves shows as darker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for ds, folder in data.items():
+        manifest = read_manifest(folder)
+        norm = DceNormalization.from_dict(manifest["normalization"])
+        scale = float(manifest["scale_px_per_mm"])
+        test = _read_all(storage.join(folder, "test"))
+        test = test.filter(pc.equal(test.column("pose"), 0)).sort_by("sample_id").slice(0, per_dataset)
+        ids = test.column("sample_id").to_pylist()
+        imgs = decode_images(test)
+        refined = {label: _refined(outs[ds], ids) for label, outs in models.items()}
+        for i, sid in enumerate(ids):
+            gt_m = imgs["target_mask"][i].astype(bool)
+            gt = norm.denormalize_depth(imgs["target"][i, ..., 0])
+            surfaces = [("coarse", norm.denormalize_depth(imgs["input"][i, ..., 0]), imgs["input_mask"][i].astype(bool))]
+            for label, got in refined.items():
+                if sid in got:
+                    img, m = got[sid]
+                    surfaces.append((label, norm.denormalize_depth(img[..., 0]), m))
+            shaded = [(name, shade(z, m, scale), "gray") for name, z, m in surfaces]
+            shaded.append(("ground truth", shade(gt, gt_m, scale), "gray"))
+            errors = []
+            for name, z, m in surfaces:
+                both = m & gt_m
+                err = np.where(both, np.abs(z - gt), np.nan)
+                errors.append((f"|{name} − gt| (mean {np.nanmean(err):.2f} mm)", err, "magma_r"))
+            rows.append((f"{ds}: {sid}", shaded + errors))
+    if not rows:
+        raise ValueError("detail_grid: no original-pose test samples found")
+    ncol = max(len(p) for _, p in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.5 * len(rows)), squeeze=False)
+    for r, (title, panels) in enumerate(rows):
+        for c in range(ncol):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(panels):
+                name, img, cmap = panels[c]
+                if cmap == "gray":
+                    ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+                else:
+                    cm = matplotlib.colormaps[cmap].copy()
+                    cm.set_bad("white")
+                    im = ax.imshow(img, cmap=cm, vmin=0, vmax=vmax_mm)
+                ax.set_title(name, fontsize=7)
+        axes[r, 0].text(-0.05, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
+    if any(p[2] != "gray" for _, ps in rows for p in ps):
+        fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.6, label="|depth error| (mm)")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    storage.atomic_write_bytes(out_uri, buf.getvalue())
+    return {"path": out_uri, "samples": [t for t, _ in rows]}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Grid from finished runs of different tags, e.g. ours with the footprint head beside pix2pix:
 
       python bench/quality_figure.py --work /tmp/q --panel "ours=fphead:dce_d_dce" --panel "pix2pix=:pix2pix_dce_d_d" --out grid.png
+
+    --errors adds the |depth error| map of the coarse fit and of every panel (detail_grid).
     """
     import argparse
     import os
@@ -112,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", required=True)
     ap.add_argument("--panel", action="append", required=True, help="LABEL=TAG:CONFIG (TAG empty for untagged runs)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--errors", action="store_true", help="add |depth error| maps of coarse and every panel")
     args = ap.parse_args(argv)
     models = {}
     for spec in args.panel:
@@ -122,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         refined = paths(args.work, tag)["refined"]
         models[label] = {ds: storage.join(refined, config, ds) for ds in ("frgc", "bosphorus")}
     p = paths(args.work)
-    print(qualitative_grid(models, {"frgc": p["frgc_data"], "bosphorus": p["bos_data"]}, args.out))
+    draw = detail_grid if args.errors else qualitative_grid
+    print(draw(models, {"frgc": p["frgc_data"], "bosphorus": p["bos_data"]}, args.out))
     return 0
 
 
