@@ -146,8 +146,7 @@ def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri
                 if cmap == "gray":
                     ax.imshow(img, cmap="gray", vmin=0, vmax=1)
                 else:
-                    cm = matplotlib.colormaps[cmap].copy()
-                    cm.set_bad("white")
+                    cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
                     im = ax.imshow(img, cmap=cm, vmin=0, vmax=vmax_mm)
                 ax.set_title(name, fontsize=7)
         axes[r, 0].text(-0.05, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
