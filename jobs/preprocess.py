@@ -21,7 +21,7 @@ from refine_ray.data.settings import PreprocessSettings  # noqa: E402
 
 # flag dest → config key
 FLAGS = {
-    "input": "input", "output": "output", "model": "model", "landmarks": "landmarks",
+    "input": "input", "output": "output", "model": "model", "landmarks": "landmarks", "landmark_group": "landmark_group",
     "landmark_noise_px": "landmark_noise_px", "poses": "poses.count", "split": "split",
     "train_fraction": "train_fraction", "seed": "seed", "image_size": "image_size",
     "scale_px_per_mm": "scale_px_per_mm", "textured": "textured", "scans_per_shard": "scans_per_shard",
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="[output] dataset folder or s3:// prefix: train/, test/, errors.parquet, manifest.json")
     p.add_argument("--model", help="[model] morphable model .npz (default: built-in synthetic model)")
     p.add_argument("--landmarks", help="[landmarks] 2D landmark provider: 'file' (shipped with each scan) or 'face_alignment'")
+    p.add_argument("--landmark-group", help="[landmark_group] group of a multi-group menpo .ljson file (default: the only one, else the first of 68 points)")
     p.add_argument("--landmark-noise-px", type=float, help="[landmark_noise_px] σ px of noise added to the 2D landmarks before the fit")
     p.add_argument("--poses", type=int, help="[poses.count] random poses per scan besides the original (default 5)")
     p.add_argument("--split", choices=["subject", "all-test", "all-train"],

@@ -15,8 +15,12 @@ def _scan(scan_id="s001", landmarks=None, photo=None):
 
 
 def _points(seed=0):
+    """68 pixels in a face's iBUG layout (landmark files are checked for it), jittered per seed."""
+    from refine_ray.synth.face import Identity, make_face
+
+    lm3 = make_face(Identity.sample(np.random.default_rng(0)), "s").landmarks_3d
     rng = np.random.default_rng(seed)
-    return rng.uniform(20, 200, (68, 2))
+    return np.stack([110 + lm3[:, 0], 110 - lm3[:, 1]], axis=1) + rng.uniform(-1, 1, (68, 2))
 
 
 def test_file_provider_uses_the_scans_landmarks_and_adds_seeded_noise():

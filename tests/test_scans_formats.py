@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from refine_ray.landmarks import formats
+
 from refine_ray.scans import ScanFormatError, discover_scans, read_scan
 from refine_ray.scans.bosphorus import format_bnt, parse_bnt
 from refine_ray.scans.frgc import format_abs, parse_abs
@@ -114,7 +116,12 @@ def test_obj_texture_colours_vertices_and_names_stay_inside(tmp_path):
     (tmp_path / "face.obj").write_text(
         "mtllib face.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0.25 0.5\nvt 0.75 0.5\nvt 0.25 0.9\n"
         "usemtl skin\nf 1/1 2/2 3/3\n")
-    (tmp_path / "face.pts").write_text("version: 1\nn_points: 68\n{\n" + "2 3\n" * 68 + "}\n")
+    from refine_ray.synth.face import Identity, make_face
+
+    lm3 = make_face(Identity.sample(np.random.default_rng(0)), "s").landmarks_3d      # a real iBUG layout
+    lm2 = np.stack([100 + lm3[:, 0], 100 - lm3[:, 1]], axis=1)
+    lm2[0] = (1.5, 2.5)
+    formats.write_pts(str(tmp_path / "face.pts"), lm2)
     scan = read_scan(str(tmp_path / "face.obj"))
     assert scan.faces.shape == (1, 3) and scan.vertices.shape == (3, 3)
     assert np.allclose(scan.vertex_colors[0], [1, 0, 0], atol=0.02)

@@ -33,6 +33,8 @@ class PreprocessSettings(StrictModel):
     output: str | None = Field(None, description="dataset folder or s3:// prefix to write")
     model: str | None = Field(None, description="morphable model .npz; default: the built-in synthetic model")
     landmarks: str = Field("file", description="2D landmark provider: 'file' (landmarks shipped with each scan) or 'face_alignment'")
+    landmark_group: str | None = Field(None, description="group of a multi-group menpo .ljson landmark file to use "
+                                       "(default: the only group, else the first with 68 points)")
     landmark_noise_px: float = Field(0.0, ge=0, description="σ of Gaussian noise (px) added to the 2D landmarks before the 3DMM fit")
     poses: PoseSettings = PoseSettings()
     split: Literal["subject", "all-test", "all-train"] = Field("subject", description="subject-disjoint split, or everything to one split")

@@ -13,12 +13,12 @@ from refine_ray import storage
 from refine_ray.landmarks import formats
 from refine_ray.landmarks.base import LandmarkError, LandmarkProvider
 
-SUFFIXES_2D = (".pts", ".lm2", ".ljson", ".json")
+SUFFIXES_2D = (".pts", ".lm2", ".ljson", ".json", ".txt", ".csv", ".npy")
 
 
 class FileLandmarks(LandmarkProvider):
     """The scan's own 2D landmarks (read by the scan reader from sibling files), or, with `folder`,
-    `<folder>/<scan_id>.{pts,lm2,ljson,json}` (the scan id is sanitized: never a path from data)."""
+    `<folder>/<scan_id>.{pts,lm2,ljson,json,txt,csv,npy}` (the scan id is sanitized: never a path from data)."""
 
     name = "file"
 

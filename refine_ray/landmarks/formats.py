@@ -1,4 +1,5 @@
-"""Landmark files of the face datasets: iBUG .pts, Bosphorus .lm2/.lm3, menpo .ljson, and a plain JSON.
+"""Landmark files as they exist: iBUG .pts, Bosphorus .lm2/.lm3, menpo .ljson (v1, v2, v3), our JSON, and plain
+N×2 / N×3 tables (.txt, .csv, .npy).
 
 Readers and writers share one in-memory convention (docs/INTERFACES.md): 2D points are photo pixels
 (col, row) with the centre of pixel (r, c) at (c + 0.5, r + 0.5); 3D points are mm; a missing
@@ -6,13 +7,18 @@ landmark is a NaN row. Each file format's own origin convention is converted her
 - iBUG .pts (300-W): 1-based, pixel centres on integers (Matlab)  → ours = pts − 0.5
 - menpo .ljson: (y, x) order, 0-based, pixel centres on integers  → ours = (x, y) + 0.5
 - Bosphorus .lm2: (x, y) pixels, 0-based, pixel centres on integers → ours = lm2 + 0.5
-Bosphorus labels are mapped to iBUG-68 indices where the anatomical point is the same.
+- plain tables: (x, y) = (col, row), 0-based, pixel centres on integers (OpenCV, dlib) → ours = + 0.5
+Bosphorus labels are mapped to iBUG-68 indices where the anatomical point is the same. Every 68-point set
+read through `read_landmarks` passes `check_ibug68` (count and anatomical layout), so a file in another
+point order fails with a message instead of giving a silently wrong fit.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +26,7 @@ import numpy as np
 from refine_ray import storage
 
 N_IBUG = 68
+MAX_LANDMARK_FILE_BYTES = 16 * 1024 * 1024   # a landmark file is kilobytes; refuse to read a huge one into memory
 
 
 class LandmarkFormatError(ValueError):
@@ -69,11 +76,19 @@ def _err(uri: str, problem: str) -> LandmarkFormatError:
     return LandmarkFormatError(str(uri), problem)
 
 
-def _read_text(uri: str) -> str:
+def _read_bytes(uri: str) -> bytes:
     try:
-        data = storage.read_bytes(uri)
+        fs, path = storage.filesystem(str(uri))
+        size = fs.size(path)
+        if size is not None and size > MAX_LANDMARK_FILE_BYTES:
+            raise _err(uri, f"{size} bytes is too large for a landmark file (limit {MAX_LANDMARK_FILE_BYTES})")
+        return storage.read_bytes(uri)
     except FileNotFoundError:
         raise _err(uri, "file not found") from None
+
+
+def _read_text(uri: str) -> str:
+    data = _read_bytes(uri)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -228,25 +243,64 @@ def ibug68_to_bosphorus(points68, extra: dict[str, np.ndarray] | None = None) ->
 
 # ---------------------------------------------------------------- menpo .ljson
 
-def parse_ljson(text: str, source: str = "<ljson>") -> np.ndarray:
-    """menpo .ljson (v1, v2, v3) → (N, 2) pixels (col, row) or (N, 3) as stored; null → NaN."""
+def _ljson_groups(doc) -> dict[str, list]:
+    """{group name: point rows} of a menpo .ljson document, in file order.
+
+    v1: {"groups": [{"label", "landmarks": [{"point": …}]}]} — the groups are labels of ONE point set
+        (jaw, eyes, …) that partition it in order, so they are concatenated into one group "all";
+    v2: {"landmarks": {"points": …}, "labels": […]} — one point set;
+    v3 (and the layout some tools write with "version": 2): {"groups": {"<name>": {"landmarks": {"points": …}}}}.
+    """
+    if not isinstance(doc, dict):
+        return {}
+    groups = doc.get("groups")
+    if isinstance(groups, list):                                          # v1
+        pts = []
+        for g in groups:
+            for p in (g.get("landmarks") or []) if isinstance(g, dict) else []:
+                pts.append(p.get("point") if isinstance(p, dict) else None)
+        return {"all": pts} if pts else {}
+    if isinstance(groups, dict):                                          # v3 layout
+        return {str(k): g["landmarks"]["points"] for k, g in groups.items()
+                if isinstance(g, dict) and isinstance(g.get("landmarks"), dict)
+                and isinstance(g["landmarks"].get("points"), list)}
+    lm = doc.get("landmarks")
+    if isinstance(lm, dict) and isinstance(lm.get("points"), list):       # v2
+        return {"all": lm["points"]}
+    if isinstance(lm, dict) and isinstance(lm.get("groups"), dict):       # v3 nested under "landmarks"
+        return _ljson_groups({"groups": lm["groups"]})
+    return {}
+
+
+def _pick_group(groups: dict[str, list], group: str | None, source: str) -> list:
+    """The named group; else the only one; else the first with 68 points."""
+    listing = ", ".join(f"{k!r} ({len(v)} points)" for k, v in groups.items())
+    if group is not None:
+        if group not in groups:
+            raise _err(source, f"no landmark group {group!r} (groups in the file: {listing})")
+        return groups[group]
+    if len(groups) == 1:
+        return next(iter(groups.values()))
+    for pts in groups.values():
+        if len(pts) == N_IBUG:
+            return pts
+    raise _err(source, f"several landmark groups and none has 68 points ({listing}); choose one with landmark_group")
+
+
+def parse_ljson(text: str, source: str = "<ljson>", group: str | None = None) -> np.ndarray:
+    """menpo .ljson (v1, v2, v3) → (N, 2) pixels (col, row) or (N, 3) as stored; null → NaN.
+
+    `group` picks a named group (v3 files hold several); by default the only group, else the first of 68 points.
+    """
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _err(source, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    pts = None
-    if isinstance(doc, dict):
-        lm = doc.get("landmarks")
-        if isinstance(lm, dict) and "points" in lm:                       # v2
-            pts = lm["points"]
-        elif isinstance(lm, dict) and isinstance(lm.get("groups"), dict):  # v3: first group
-            groups = list(lm["groups"].values())
-            if groups and isinstance(groups[0], dict):
-                pts = groups[0].get("landmarks", {}).get("points")
-        elif isinstance(doc.get("groups"), list):                          # v1
-            pts = [p["point"] for g in doc["groups"] for p in g.get("landmarks", [])]
-    if not isinstance(pts, list):
-        raise _err(source, "no landmark points found (expected menpo ljson 'landmarks.points')")
+    groups = _ljson_groups(doc)
+    if not groups:
+        raise _err(source, "no landmark points found (expected a menpo ljson file: 'landmarks.points' (v2), "
+                           "'groups': {name: {'landmarks': {'points'}}} (v3) or 'groups': [...] (v1))")
+    pts = _pick_group(groups, group, source)
     try:
         arr = np.array([[np.nan if v is None else float(v) for v in p] for p in pts], dtype=np.float64)
     except (TypeError, ValueError):
@@ -268,8 +322,8 @@ def format_ljson(points) -> str:
     return json.dumps(doc)
 
 
-def read_ljson(uri: str) -> np.ndarray:
-    return parse_ljson(_read_text(uri), str(uri))
+def read_ljson(uri: str, group: str | None = None) -> np.ndarray:
+    return parse_ljson(_read_text(uri), str(uri), group)
 
 
 def write_ljson(uri: str, points) -> None:
@@ -322,23 +376,148 @@ def write_json(uri: str, points_2d=None, points_3d=None) -> None:
     storage.atomic_write_text(uri, format_json(points_2d, points_3d))
 
 
+# ---------------------------------------------------------------- plain N×2 / N×3 tables
+
+PLAIN_SUFFIXES = (".txt", ".csv", ".npy")
+_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def _plain_array(arr: np.ndarray, source: str) -> np.ndarray:
+    if arr.ndim != 2 or arr.shape[1] not in (2, 3) or len(arr) == 0:
+        raise _err(source, f"expected an N×2 (pixels) or N×3 (3D) table of landmarks, got shape {arr.shape}")
+    if arr.shape[1] == 2:
+        arr = arr + 0.5                  # (x, y) pixels with centres on integers (OpenCV / dlib) → ours
+    return arr
+
+
+def parse_plain(text: str, source: str = "<txt>") -> np.ndarray:
+    """Rows of 2 or 3 numbers separated by commas, semicolons or spaces; one header line and # comments allowed;
+    'nan' = missing."""
+    rows: list[list[float]] = []
+    header_seen = False
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        body = line.split("#", 1)[0].strip()
+        if not body:
+            continue
+        fields = [f for f in _SEPARATORS.split(body) if f]
+        try:
+            rows.append([float(f) for f in fields])
+        except ValueError:
+            if not rows and not header_seen:
+                header_seen = True       # e.g. "x,y,z"
+                continue
+            raise _err(source, f"line {lineno}: non-numeric value in {body[:40]!r}") from None
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise _err(source, f"rows hold different numbers of values ({sorted(widths)})")
+    return _plain_array(np.array(rows, dtype=np.float64).reshape(len(rows), -1), source)
+
+
+def read_plain(uri: str) -> np.ndarray:
+    """A plain table file: .txt / .csv text, or a NumPy .npy array (no pickles)."""
+    if str(uri).lower().endswith(".npy"):
+        try:
+            arr = np.load(io.BytesIO(_read_bytes(uri)), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise _err(uri, f"not a readable .npy array ({exc})") from None
+        if not np.issubdtype(arr.dtype, np.number):
+            raise _err(uri, f"expected a numeric array, got dtype {arr.dtype}")
+        return _plain_array(np.asarray(arr, dtype=np.float64), str(uri))
+    return parse_plain(_read_text(uri), str(uri))
+
+
+# ---------------------------------------------------------------- iBUG-68 layout check
+
+_RIGHT_EYE, _LEFT_EYE = range(36, 42), range(42, 48)
+_MOUTH, _BROWS = range(48, 68), range(17, 27)
+_LEFT_RIGHT_PAIRS = ((36, 45), (39, 42), (48, 54), (17, 26), (0, 16), (31, 35))   # (subject's right, left)
+
+
+def check_ibug68(points, source: str = "<landmarks>") -> None:
+    """Raise LandmarkFormatError unless `points` look like 68 landmarks in iBUG order.
+
+    Count, then an anatomical layout that holds in any pose (tested on the face's own axes, not the image's):
+    brows above the eyes, nose tip between eyes and mouth, chin below the mouth, each subject-right point on
+    the same side as the right eye, and — the check a mirrored point order fails — the subject's left on the
+    image right (2D), or the nose in front of the eye/mouth plane (3D). Missing (NaN) points are skipped.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] not in (2, 3):
+        raise _err(source, f"landmarks must be (68, 2) or (68, 3), got shape {pts.shape}")
+    if len(pts) != N_IBUG:
+        raise _err(source, f"expected 68 landmarks in iBUG order, got {len(pts)}")
+    ok = np.isfinite(pts).all(axis=1)
+    P = np.stack([pts[:, 0], -pts[:, 1]], axis=1) if pts.shape[1] == 2 else pts   # 2D: y up
+
+    def centre(idx):
+        idx = [i for i in idx if ok[i]]
+        return P[idx].mean(axis=0) if idx else None
+
+    r_eye, l_eye, mouth = centre(_RIGHT_EYE), centre(_LEFT_EYE), centre(_MOUTH)
+    if r_eye is None or l_eye is None or mouth is None:
+        return                                     # too sparse to judge (e.g. a few Bosphorus points)
+    up = (r_eye + l_eye) / 2 - mouth
+    d = float(np.linalg.norm(up))
+    if not d > 0:
+        raise _err(source, "landmark layout is degenerate (eyes and mouth coincide)")
+    u = up / d
+
+    def bad(problem):
+        return _err(source, f"not 68 landmarks in iBUG order: {problem}")
+
+    brows = centre(_BROWS)
+    if brows is not None and float((brows - (r_eye + l_eye) / 2) @ u) <= 0:
+        raise bad("the eyebrows (17-26) are not above the eyes (36-47)")
+    if ok[30] and not 0 < float((P[30] - mouth) @ u) < d:
+        raise bad("the nose tip (30) is not between the eyes and the mouth")
+    if ok[8] and float((P[8] - mouth) @ u) >= 0:
+        raise bad("the chin (8) is not below the mouth (48-67)")
+    across = l_eye - r_eye
+    across = across - (across @ u) * u
+    if np.linalg.norm(across) < 0.15 * d:
+        return                                     # near-profile view: left and right overlap
+    x = across / np.linalg.norm(across)
+    for right, left in _LEFT_RIGHT_PAIRS:
+        if ok[right] and ok[left] and float((P[left] - P[right]) @ x) <= 0:
+            raise bad(f"points {right} and {left} are on the wrong sides of the face (left/right mixed up)")
+    if pts.shape[1] == 2:
+        if x[0] * u[1] - x[1] * u[0] <= 0:
+            raise bad("the subject's left eye (42-47) is on the image left: the point order is mirrored")
+    else:
+        forward = np.cross(x, u)
+        plane = [i for i in (36, 45, 48, 54) if ok[i]]
+        if ok[30] and len(plane) >= 3 and float((P[30] - P[plane].mean(axis=0)) @ forward) <= 0:
+            raise bad("the nose tip points away from the viewer in a right-handed frame: the point order is "
+                      "mirrored (or the coordinates are left-handed)")
+
+
 # ---------------------------------------------------------------- dispatch
 
-LANDMARK_SUFFIXES = (".pts", ".lm2", ".lm3", ".ljson", ".json")
+LANDMARK_SUFFIXES = (".pts", ".lm2", ".lm3", ".ljson", ".json") + PLAIN_SUFFIXES
 
 
-def read_landmarks(uri: str) -> LandmarkSet:
-    """Any supported landmark file → LandmarkSet in iBUG-68 order (Bosphorus labels mapped, others NaN)."""
+def read_landmarks(uri: str, group: str | None = None, check: bool = True) -> LandmarkSet:
+    """Any supported landmark file → LandmarkSet in iBUG-68 order (Bosphorus labels mapped, others NaN).
+
+    group: the .ljson group to use (default: the only one, else the first of 68 points).
+    check: 68-point sets must pass `check_ibug68` (point count and layout).
+    """
     suffix = os.path.splitext(str(uri))[1].lower()
     if suffix == ".pts":
-        return LandmarkSet(points_2d=read_pts(uri))
-    if suffix == ".lm2":
+        out = LandmarkSet(points_2d=read_pts(uri))
+    elif suffix == ".lm2":
         return LandmarkSet(points_2d=bosphorus_to_ibug68(read_lm2(uri)))
-    if suffix == ".lm3":
+    elif suffix == ".lm3":
         return LandmarkSet(points_3d=bosphorus_to_ibug68(read_lm3(uri)))
-    if suffix == ".ljson":
-        arr = read_ljson(uri)
-        return LandmarkSet(points_2d=arr) if arr.shape[1] == 2 else LandmarkSet(points_3d=arr)
-    if suffix == ".json":
-        return read_json(uri)
-    raise _err(uri, f"unknown landmark file type {suffix!r} (supported: {', '.join(LANDMARK_SUFFIXES)})")
+    elif suffix in (".ljson",) or suffix in PLAIN_SUFFIXES:
+        arr = read_ljson(uri, group) if suffix == ".ljson" else read_plain(uri)
+        out = LandmarkSet(points_2d=arr) if arr.shape[1] == 2 else LandmarkSet(points_3d=arr)
+    elif suffix == ".json":
+        out = read_json(uri)
+    else:
+        raise _err(uri, f"unknown landmark file type {suffix!r} (supported: {', '.join(LANDMARK_SUFFIXES)})")
+    if check:
+        for arr in (out.points_2d, out.points_3d):
+            if arr is not None:
+                check_ibug68(arr, str(uri))
+    return out

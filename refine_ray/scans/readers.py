@@ -22,8 +22,8 @@ from refine_ray.scans.record import Scan, ScanFormatError
 
 PRIMARY_SUFFIXES = (".abs.gz", ".abs", ".bnt", ".obj", ".ply", ".wrl")
 PHOTO_SUFFIXES = (".ppm", ".png", ".jpg", ".jpeg")
-LANDMARK_2D_ORDER = (".pts", ".ljson", ".json", ".lm2")
-LANDMARK_3D_ORDER = (".lm3", ".json", ".ljson")
+LANDMARK_2D_ORDER = (".pts", ".ljson", ".json", ".lm2", ".txt", ".csv", ".npy")
+LANDMARK_3D_ORDER = (".lm3", ".json", ".ljson", ".txt", ".csv", ".npy")
 METADATA_NAME = "scans.csv"
 
 
@@ -82,7 +82,7 @@ def _read_photo(uri: str) -> np.ndarray:
         raise ScanFormatError(uri, f"unreadable photo ({exc})") from None
 
 
-def _landmarks(sibs: dict[str, str]):
+def _landmarks(sibs: dict[str, str], group: str | None = None):
     """(2D (68,2) or None, 3D (68,3) or None) from the first sibling landmark file that has each."""
     from refine_ray.landmarks import formats
 
@@ -92,7 +92,7 @@ def _landmarks(sibs: dict[str, str]):
             if found[dims] is not None or sfx not in sibs:
                 continue
             try:
-                ls = formats.read_landmarks(sibs[sfx])
+                ls = formats.read_landmarks(sibs[sfx], group=group)
             except formats.LandmarkFormatError as exc:
                 raise ScanFormatError(exc.source, exc.problem) from None
             arr = ls.points_2d if dims == 2 else ls.points_3d
@@ -102,8 +102,11 @@ def _landmarks(sibs: dict[str, str]):
     return found[2], found[3]
 
 
-def read_scan(uri: str) -> Scan:
-    """Read one scan (any supported format, local or s3://) into a Scan record; bad files → ScanFormatError."""
+def read_scan(uri: str, landmark_group: str | None = None) -> Scan:
+    """Read one scan (any supported format, local or s3://) into a Scan record; bad files → ScanFormatError.
+
+    landmark_group: the group of a multi-group menpo .ljson to use (default: the only one / first of 68 points).
+    """
     uri = str(uri)
     folder, base, sfx = split_name(uri)
     if not sfx:
@@ -115,7 +118,7 @@ def read_scan(uri: str) -> Scan:
     sibs = _siblings(folder, base)
     photo_uri = next((sibs[s] for s in PHOTO_SUFFIXES if s in sibs), None)
     photo = _read_photo(photo_uri) if photo_uri else None
-    l2, l3 = _landmarks(sibs)
+    l2, l3 = _landmarks(sibs, landmark_group)
     extra: dict = {"photo_uri": photo_uri} if photo_uri else {}
 
     if sfx in (".abs", ".abs.gz"):
