@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         fwd = n / (time.perf_counter() - t0)
         print(f"generator forward only:            {fwd:9.1f} img/s")
 
-        units, _ = plan_units(find_input_shards(data, "test"))
+        units, _ = plan_units(find_input_shards(data, "test")[0])
         out_plain = os.path.join(work, "plain")
         t0 = time.perf_counter()
         done = sum(process_unit(u, pred, depth_range_mm(NORMALIZATION.to_dict()), out_plain, args.batch_size)

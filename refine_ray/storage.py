@@ -5,8 +5,10 @@ Credentials and endpoint come from the standard AWS environment variables (or a 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -56,6 +58,27 @@ def join(uri: str, *parts: str) -> str:
         scheme, rest = uri.split("://", 1)
         return f"{scheme}://" + posixpath.join(rest, *parts)
     return os.path.join(uri, *parts)
+
+
+def resolve_inside(root: str, relative: str) -> str:
+    """`root`/`relative` for a path read from a data file (a manifest), refused unless it stays inside
+    `root`: absolute paths, other schemes, `..` and (locally) symlinks that lead out raise ValueError."""
+    rel = str(relative)
+    problem = name_problem(rel)
+    if problem:
+        raise ValueError(f"{printable(rel)}: {problem}")
+    if "://" in rel or rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        raise ValueError(f"{rel}: not a path relative to {root}")
+    parts = rel.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ValueError(f"{rel}: leaves {root}")
+    uri = join(root, *[p for p in parts if p not in ("", ".")])
+    if not is_remote(root):
+        base = os.path.realpath(root)
+        real = os.path.realpath(uri)
+        if os.path.commonpath([base, real]) != base:
+            raise ValueError(f"{rel}: leads out of {root} (through a symbolic link)")
+    return uri
 
 
 def worker_env() -> dict[str, str]:
@@ -176,6 +199,41 @@ def _as_uri(template: str, path: str) -> str:
         scheme = template.split("://", 1)[0]
         return f"{scheme}://{path}"
     return path
+
+
+def printable(text: str) -> str:
+    """A name read from a file system or bucket, made safe to store, print and log: bytes that are not
+    UTF-8 become `\\xNN`, control characters `\\n`, `\\x1b`… (Python gives undecodable file-name bytes
+    to us as lone surrogates, which Parquet, JSON and terminals cannot take)."""
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+                   for ch in text)
+
+
+def name_problem(name: str) -> str | None:
+    """Why a file name cannot identify an input (not UTF-8, control characters), or None when it can.
+
+    Such names cannot travel into Parquet columns, sample ids or log lines unchanged; the jobs record
+    the file (under its `printable` form) as an error instead of guessing another name for it.
+    """
+    try:
+        str(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename the file"
+    if any(unicodedata.category(ch) == "Cc" for ch in str(name)):
+        return "file name holds control characters; rename the file"
+    return None
+
+
+def bounded_stem(name: str, max_bytes: int = 120) -> str:
+    """`safe_name(name)`, shortened to at most `max_bytes` UTF-8 bytes with a hash of the full name kept
+    (so long names stay distinct), for output files named after data (file systems allow 255 bytes)."""
+    clean = safe_name(name)
+    if len(clean.encode("utf-8")) <= max_bytes:
+        return clean
+    digest = hashlib.sha1(str(name).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    head = clean.encode("utf-8")[: max_bytes - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{head}-{digest}"
 
 
 def safe_name(name: str) -> str:

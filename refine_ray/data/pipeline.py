@@ -161,12 +161,15 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     if removed:
         log(f"removed {len(removed)} unfinished shard file(s) of an interrupted run")
     done = {s["uri"] for e in entries for s in e.scans}
-    duplicates = [u for u in _duplicate_ids(uris) if u not in done]
-    if duplicates:  # same scan id twice would give two samples one sample_id: record, never process
-        store.commit_batch(duplicates, [], [ScanOutcome(u, "failed", stage="discover", reason=(
-            "another file with the same scan name was found first; scan names must be unique")) for u in duplicates],
-            settings.fingerprint())
-        done.update(duplicates)
+    refused = [(u, storage.name_problem(u)) for u in uris if u not in done and storage.name_problem(u)]
+    usable = [u for u in uris if not storage.name_problem(u)]
+    refused += [(u, "another file with the same scan name was found first; scan names must be unique")
+                for u in _duplicate_ids(usable) if u not in done]
+    if refused:  # unusable names, or one scan id twice (two samples, one sample_id): record, never process
+        store.commit_batch([u for u, _ in refused], [],
+                           [ScanOutcome(u, "failed", stage="discover", reason=why) for u, why in refused],
+                           settings.fingerprint())
+        done.update(u for u, _ in refused)
     todo = [u for u in uris if u not in done]
     log(f"{len(uris)} scans found, {len(uris) - len(todo)} already done, {len(todo)} to process")
 
@@ -203,7 +206,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
         "counts": counts,
         "config": settings.public_dict(),
         "fingerprint": settings.fingerprint(),
-        "inputs": {"root": settings.input, "scans": uris},
+        "inputs": {"root": settings.input, "scans": [storage.printable(u) for u in uris]},
         "shards": {sp: [s["path"] for e in entries for s in e.shards if s["split"] == sp] for sp in schema.SPLITS},
         "errors": "errors.parquet",
     }

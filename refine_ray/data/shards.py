@@ -58,7 +58,8 @@ class OutputMismatchError(ValueError):
 
 
 def batch_key(uris: Iterable[str]) -> str:
-    return hashlib.sha1("\n".join(sorted(uris)).encode()).hexdigest()[:20]
+    """Hash of a batch's URIs; file names Python could not decode (surrogates) hash as their raw bytes."""
+    return hashlib.sha1("\n".join(sorted(uris)).encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
 def table_bytes(table: pa.Table, compression: str) -> bytes:
@@ -133,7 +134,8 @@ class ShardStore:
         return removed
 
     def write_errors(self, entries: list[LedgerEntry]) -> int:
-        rows = [{"file": s["uri"], "stage": s["stage"] or "unknown", "reason": s["reason"] or ""}
+        rows = [{"file": storage.printable(s["uri"]), "stage": s["stage"] or "unknown",
+                 "reason": storage.printable(s["reason"] or "")}
                 for e in entries for s in e.scans if s["status"] != "ok"]
         rows.sort(key=lambda r: r["file"])
         table = pa.Table.from_pylist(rows, schema=schema.ERRORS_SCHEMA)

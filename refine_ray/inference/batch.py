@@ -78,12 +78,15 @@ class UnitRefiner:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def find_input_shards(input_uri: str, split: str | None) -> list[str]:
-    """Sample shards under `input_uri`: those the manifest lists (committed shards only, never the
-    leftovers of an interrupted preprocessing run), else `<input>/<split>/*.parquet` when that folder
-    exists, else every *.parquet but the errors table. A single .parquet file is accepted too."""
+def find_input_shards(input_uri: str, split: str | None) -> tuple[list[str], list[dict[str, str]]]:
+    """(sample shards under `input_uri`, error rows for manifest entries that cannot be used).
+
+    The shards the manifest lists (committed shards only, never the leftovers of an interrupted
+    preprocessing run), each resolved inside `input_uri` (an entry that leads elsewhere is an error
+    row, never read); else `<input>/<split>/*.parquet` when that folder exists, else every *.parquet
+    but the errors table. A single .parquet file is accepted too."""
     if str(input_uri).endswith(".parquet"):
-        return [str(input_uri)]
+        return [str(input_uri)], []
     from refine_ray.data.schema import read_manifest
 
     try:
@@ -91,11 +94,20 @@ def find_input_shards(input_uri: str, split: str | None) -> list[str]:
     except (FileNotFoundError, ValueError):
         listed = None
     if isinstance(listed, dict):
-        rel = [p for sp, paths in sorted(listed.items()) if split in (None, sp) for p in paths]
-        return sorted(storage.join(input_uri, p) for p in rel)
+        files, errors = [], []
+        for sp, paths in sorted(listed.items()):
+            if split not in (None, sp):
+                continue
+            for rel in paths if isinstance(paths, list) else [paths]:
+                try:
+                    files.append(storage.resolve_inside(input_uri, str(rel)))
+                except ValueError as exc:
+                    errors.append({"file": storage.printable(str(rel)), "sample_id": "", "stage": "manifest",
+                                   "reason": f"shard path refused: {exc}"})
+        return sorted(files), errors
     root = storage.join(input_uri, split) if split and storage.exists(storage.join(input_uri, split)) else input_uri
     files = storage.list_files(root, suffixes=(".parquet",))
-    return [f for f in files if posixpath.basename(f.replace("\\", "/")) != "errors.parquet"]
+    return [f for f in files if posixpath.basename(f.replace("\\", "/")) != "errors.parquet"], []
 
 
 def _read_normalization(input_uri: str) -> dict | None:
@@ -126,18 +138,19 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
     storage.makedirs(cfg.output)
 
     split = cfg.split
-    files = find_input_shards(cfg.input, split)
+    files, manifest_errors = find_input_shards(cfg.input, split)
     normalization = _read_normalization(cfg.input) if not str(cfg.input).endswith(".parquet") else None
-    if not files:
+    if not files and not manifest_errors:
         from refine_ray.inference.prepare import prepare_raw_input
 
         log.info("%s: no Parquet shards; preprocessing the scans there (original pose only)", cfg.input)
         prepared, normalization = prepare_raw_input(cfg.input, storage.join(cfg.output, "prepared"), cfg.prepare)
         split = None  # every prepared scan is refined, whatever the training split would have been
-        files = find_input_shards(prepared, None)
+        files, manifest_errors = find_input_shards(prepared, None)
         if not files:
             raise FileNotFoundError(f"{cfg.input}: no Parquet shards and no scans to refine")
     units, plan_errors = plan_units(files)
+    plan_errors = manifest_errors + plan_errors
     finished = set() if cfg.overwrite else done_units(cfg.output)
     todo = [u for u in units if u.name not in finished]
     log.info("refine: %d units, %d to run, %d already done", len(units), len(todo), len(units) - len(todo))
@@ -214,7 +227,7 @@ def finalize(cfg: RefineConfig, units: list[Unit], plan_errors: list[dict], unit
         errors.append({"file": "", "sample_id": str(sid), "stage": "commit",
                        "reason": "sample_id occurs in several input rows (input data has duplicates)"})
     storage.atomic_write_bytes(storage.join(cfg.output, "metrics.parquet"), _parquet_bytes(table))
-    err_table = pa.Table.from_pylist([{k: str(e.get(k, "")) for k in ERRORS_SCHEMA.names} for e in errors],
+    err_table = pa.Table.from_pylist([{k: storage.printable(e.get(k, "")) for k in ERRORS_SCHEMA.names} for e in errors],
                                      schema=ERRORS_SCHEMA)
     storage.atomic_write_bytes(storage.join(cfg.output, "errors.parquet"), _parquet_bytes(err_table))
     result = RefineResult(cfg.output, len(units), units_run, len(units) - units_run, refined, len(errors))

@@ -16,7 +16,7 @@ from refine_ray.geometry import DceNormalization, ImageView, depth_to_mesh, mesh
 
 def mesh_file_name(sample_id: str) -> str:
     """`frgc/04201d123/p0` → `frgc_04201d123_p0.ply`; names taken from data are made harmless."""
-    return storage.safe_name(str(sample_id).replace("/", "_")) + ".ply"
+    return storage.bounded_stem(str(sample_id).replace("/", "_")) + ".ply"
 
 
 def sample_view(row: dict[str, Any], height: int, width: int) -> ImageView:

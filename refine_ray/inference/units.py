@@ -72,7 +72,7 @@ class Unit:
 
 def unit_name(file_uri: str, row_group: int) -> str:
     """Deterministic, file-system-safe name: readable stem + hash of the full URI (no collisions across folders)."""
-    stem = storage.safe_name(posixpath.basename(str(file_uri)).rsplit(".parquet", 1)[0] or "part")
+    stem = storage.bounded_stem(posixpath.basename(str(file_uri)).rsplit(".parquet", 1)[0] or "part", 80)
     digest = hashlib.sha1(str(file_uri).encode("utf-8")).hexdigest()[:10]
     return f"{stem}-{digest}-rg{int(row_group):05d}"
 
@@ -91,6 +91,8 @@ def plan_units(files: list[str], threads: int = 16) -> tuple[list[Unit], list[di
     from concurrent.futures import ThreadPoolExecutor
 
     def probe(uri: str) -> tuple[str, int | None, str]:
+        if storage.name_problem(uri):
+            return uri, None, storage.name_problem(uri)
         try:
             return uri, _row_groups(uri), ""
         except Exception as exc:  # a bad file is an error row, never a crash of the job
@@ -101,8 +103,8 @@ def plan_units(files: list[str], threads: int = 16) -> tuple[list[Unit], list[di
     with ThreadPoolExecutor(max(1, min(threads, len(files)))) as pool:
         for uri, n, problem in pool.map(probe, files):
             if n is None:
-                errors.append({"file": uri, "sample_id": "", "stage": "read",
-                               "reason": f"not a readable Parquet file: {problem}"})
+                errors.append({"file": storage.printable(uri), "sample_id": "", "stage": "read",
+                               "reason": storage.printable(f"not a readable Parquet file: {problem}")})
             else:
                 units.extend(Unit(uri, k, unit_name(uri, k)) for k in range(n))
     return units, errors
