@@ -13,6 +13,7 @@ import struct
 
 import numpy as np
 
+from refine_ray.scans import limits
 from refine_ray.scans.record import ScanFormatError
 
 BACKGROUND = -1.0e9
@@ -47,8 +48,7 @@ def parse_bnt(data: bytes, source: str = "<bnt>") -> tuple[np.ndarray, np.ndarra
         raise ScanFormatError(source, f"file too short for a .bnt header ({len(data)} bytes)")
     nrows, ncols, zmin, name_len = _HEAD.unpack_from(data, 0)
     off = _HEAD.size + name_len
-    if nrows == 0 or ncols == 0:
-        raise ScanFormatError(source, f"empty grid {nrows}×{ncols}")
+    limits.check_grid(nrows, ncols, source)
     if len(data) < off + 4:
         raise ScanFormatError(source, "truncated inside the header (photo name / point count)")
     name = data[_HEAD.size:off].decode("latin-1")

@@ -7,27 +7,44 @@ a few tens of ms; pandas' C tokenizer as the fallback for unusual tokens), never
 """
 from __future__ import annotations
 
-import gzip
 import io
 import re
-import zlib
 
 import numba
 import numpy as np
 import pandas as pd
 
+from refine_ray.scans import limits
 from refine_ray.scans.record import ScanFormatError
 
 INVALID = -999999.0
 _HEADER = re.compile(rb"\s*(\d+)\s+rows\s*\n\s*(\d+)\s+columns\s*\n\s*pixels\s*\(flag X Y Z\):?[^\n]*\n", re.I)
 
 
-def decompress_if_gz(data: bytes, source: str) -> bytes:
+MAX_VALUE_BYTES = 24   # one value and its separator ("-999999.000000 " is 15; real files use fewer)
+
+
+def _header(data, source: str) -> tuple[re.Match, int, int]:
+    m = _HEADER.match(data)
+    if not m:
+        raise ScanFormatError(source, "not an FRGC .abs file (expected 'N rows', 'M columns', 'pixels (flag X Y Z):')")
+    rows, cols = int(m.group(1)), int(m.group(2))
+    limits.check_grid(rows, cols, source)
+    return m, rows, cols
+
+
+def _inflated_budget(source: str):
+    """What an .abs header can justify: its 4 lines of rows×cols values of at most MAX_VALUE_BYTES each."""
+    def budget(head: bytes) -> int:
+        m, rows, cols = _header(head, source)
+        return m.end() + 4 * rows * cols * MAX_VALUE_BYTES + 64
+    return budget
+
+
+def decompress_if_gz(data: bytes, source: str):
+    """Inflate a gzip'ed .abs in bounded memory (limits.inflate, capped by the declared grid)."""
     if data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ScanFormatError(source, f"corrupt or truncated gzip stream ({exc})") from None
+        return limits.inflate(data, source, _inflated_budget(source))
     return data
 
 
@@ -138,13 +155,13 @@ def _fast_flags(line: bytes, n: int) -> np.ndarray | None:
 def parse_abs(data: bytes, source: str = "<abs>") -> tuple[np.ndarray, np.ndarray]:
     """`.abs` bytes (gzip or plain) → (grid (H,W,3) float64 mm with NaN where invalid, valid (H,W) bool)."""
     data = decompress_if_gz(data, source)
-    m = _HEADER.match(data)
-    if not m:
-        raise ScanFormatError(source, "not an FRGC .abs file (expected 'N rows', 'M columns', 'pixels (flag X Y Z):')")
-    rows, cols = int(m.group(1)), int(m.group(2))
-    if not (0 < rows <= 10000 and 0 < cols <= 10000):
-        raise ScanFormatError(source, f"implausible grid size {rows}×{cols}")
+    m, rows, cols = _header(data, source)
     n = rows * cols
+    # Each value takes a character and a separator: a body shorter than that cannot back the header,
+    # refused before anything of the declared size is allocated.
+    if len(data) - m.end() < 4 * (2 * n - 1):
+        raise ScanFormatError(source, f"data of {len(data) - m.end()} bytes is too short for 4 lines of {rows}×{cols} = "
+                                      f"{n} values (truncated file or wrong header)")
     # Split the whole buffer and drop the header's lines: slicing the body off and stripping its end
     # would copy the ~4 MB of data twice per scan.
     lines = data.split(b"\n")[data.count(b"\n", 0, m.end()):]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 
 import numpy as np
 import trimesh
 
 from refine_ray import storage
+from refine_ray.scans import limits
 from refine_ray.scans.record import ScanFormatError
 
 
@@ -36,11 +38,31 @@ class _SiblingResolver(trimesh.resolvers.Resolver):
         return []
 
 
+_PLY_ELEMENT = re.compile(rb"^element\s+(vertex|face)\s+(\d+)\s*$", re.M)
+
+
+def check_mesh_size(ext: str, data: bytes, source: str) -> None:
+    """Refuse meshes that declare (PLY header) or hold (OBJ lines) more elements than the limits allow,
+    before a parser allocates for them."""
+    if ext == "ply":
+        end = data.find(b"end_header", 0, 64 * 1024)
+        counts = {k.decode(): int(v) for k, v in _PLY_ELEMENT.findall(data[: max(end, 0)])}
+    elif ext == "obj":
+        counts = {"vertex": data.count(b"\nv ") + data.startswith(b"v "), "face": data.count(b"\nf ")}
+    else:
+        return
+    for kind, limit in (("vertex", limits.MAX_MESH_VERTICES), ("face", limits.MAX_MESH_FACES)):
+        if counts.get(kind, 0) > limit:
+            raise ScanFormatError(source, f"{counts[kind]} {kind} elements exceed the limit of {limit} "
+                                          f"(refine_ray.scans.limits.MAX_MESH_{'VERTICES' if kind == 'vertex' else 'FACES'})")
+
+
 def read_mesh(uri: str, data: bytes | None = None):
     """→ (vertices (N,3) float64, faces (F,3) int64, vertex_colors (N,3) float in [0,1] or None)."""
     uri = str(uri)
     ext = os.path.splitext(uri)[1].lower().lstrip(".")
     data = storage.read_bytes(uri) if data is None else data
+    check_mesh_size(ext, data, uri)
     if ext == "wrl":
         return _read_wrl(uri, data)
     folder = uri.rsplit("/", 1)[0] if "/" in uri else "."

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from refine_ray import storage
-from refine_ray.scans import bosphorus, frgc, generic
+from refine_ray.scans import bosphorus, frgc, generic, limits
 from refine_ray.scans.record import Scan, ScanFormatError
 
 PRIMARY_SUFFIXES = (".abs.gz", ".abs", ".bnt", ".obj", ".ply", ".wrl")
@@ -74,11 +74,21 @@ def _folder_metadata(folder: str) -> dict[str, dict[str, str]]:
     return {row["scan_id"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("scan_id")}
 
 
+def _read_capped(uri: str) -> bytes:
+    """The bytes of a scan file, refused unread when it is larger than limits.MAX_FILE_BYTES."""
+    fs, path = storage.filesystem(uri)
+    limits.check_file_size(int(fs.size(path) or 0), uri)
+    return storage.read_bytes(uri)
+
+
 def _read_photo(uri: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(storage.read_bytes(uri))) as im:
+        with Image.open(io.BytesIO(_read_capped(uri))) as im:   # reads the header only
+            if im.width * im.height > limits.MAX_PHOTO_PIXELS:
+                raise ScanFormatError(uri, f"photo of {im.width}×{im.height} pixels exceeds the limit of "
+                                           f"{limits.MAX_PHOTO_PIXELS} (refine_ray.scans.limits.MAX_PHOTO_PIXELS)")
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ScanFormatError(uri, f"unreadable photo ({exc})") from None
 
 
@@ -112,7 +122,7 @@ def read_scan(uri: str, landmark_group: str | None = None) -> Scan:
     if not sfx:
         raise ScanFormatError(uri, f"not a scan file (supported: {', '.join(PRIMARY_SUFFIXES)})")
     try:
-        data = storage.read_bytes(uri)
+        data = _read_capped(uri)
     except FileNotFoundError:
         raise ScanFormatError(uri, "file not found") from None
     sibs = _siblings(folder, base)
