@@ -9,6 +9,7 @@ import pytest
 
 from refine_ray.data.augment import Pose, rotation_from_angles, sample_poses
 from refine_ray.data.samples import SampleBuildError, build_samples
+from refine_ray.data.schema import decode_images, rows_to_table
 from refine_ray.data.settings import PreprocessSettings
 from refine_ray.geometry import DceNormalization
 from refine_ray.scans.record import Scan
@@ -69,11 +70,12 @@ def test_landmarks_coincide_with_the_scanner_truth_in_every_pose(rendered, model
         assert np.nanmedian(gt_err) < 0.3 and np.nanmax(gt_err[NON_JAW]) < 1.0 and np.nanmax(gt_err) < 2.0, pose
         assert np.linalg.norm(coarse_px - expected, axis=1)[NON_JAW].max() < 2.0, pose
         # The depth channel is mm from the anchor: the nose tip's rendered depth matches the truth.
-        depth = norm.denormalize_depth(np.frombuffer(row["target"], "<f4").reshape(SIZE, SIZE, 3)[..., 0])
+        imgs = decode_images(rows_to_table([row]))
+        depth = norm.denormalize_depth(imgs["target"][0, ..., 0])
         c, rr = np.floor(expected[30]).astype(int)
         assert abs(depth[rr, c] - cam[30, 2]) < 1.5
-        inp = np.frombuffer(row["input"], "<f4").reshape(SIZE, SIZE, 6)
-        assert np.frombuffer(row["input_mask"], np.uint8).reshape(SIZE, SIZE)[rr, c] == 1
+        inp = imgs["input"][0]
+        assert imgs["input_mask"][0, rr, c]
         assert inp[rr, c, 3:].min() > -1.0  # textured: the photo's colour at the nose
 
 

@@ -26,10 +26,86 @@ def _row(rng, h=8, w=6, c=6, pose=0, **kw):
     return args, schema.build_row(**args)
 
 
-def test_row_roundtrips_through_parquet_and_decodes_to_the_written_arrays():
+HALF_STEP_16 = 1.0 / 65535 + 1e-7      # compact D, C, E: half of 2/65535 network units (+ float32 rounding)
+HALF_STEP_8 = 1.0 / 255 + 1e-7         # compact R, G, B: half of 2/255
+
+
+def _close(got, want, channels_16):
+    """Within half a quantization step of the written values: 16-bit for the first `channels_16`."""
+    err = np.abs(got.astype(np.float64) - np.asarray(want, np.float64))
+    assert err[..., :channels_16].max(initial=0) <= HALF_STEP_16
+    assert err[..., channels_16:].max(initial=0) <= HALF_STEP_8
+
+
+def test_compact_row_roundtrips_through_parquet_within_the_stated_step():
     rng = np.random.default_rng(0)
-    args0, r0 = _row(rng, pose=0)
+    # values the test chooses: the ends of the range, background, and values between quantization levels
+    special = np.array([-1.0, 1.0, 0.0, -1 + 1.0 / 65535, 0.123456789, -0.987654321])
+    inp = rng.uniform(-1, 1, (8, 6, 6))
+    inp[0, :, :] = special[:, None]
+    args0, r0 = _row(rng, pose=0, input_image=inp)
     args1, r1 = _row(rng, pose=1)
+    assert len(r0["input"]) == 8 * 6 * (3 * 2 + 3) and len(r0["input_mask"]) == 6     # uint16 DCE, uint8 RGB, bits
+    buf = io.BytesIO()
+    pq.write_table(schema.rows_to_table([r0, r1]), buf, compression="zstd")
+    table = pq.read_table(io.BytesIO(buf.getvalue()))
+    for batch in (table, table.to_pandas(), {k: np.asarray(v) for k, v in table.to_pydict().items()}):
+        imgs = schema.decode_images(batch)
+        _close(imgs["input"][0], args0["input_image"], 3)
+        _close(imgs["input"][1], args1["input_image"], 3)
+        _close(imgs["target"][0], args0["target_image"], 3)
+        _close(imgs["target_rgb"][1], args1["target_rgb"], 0)
+        np.testing.assert_array_equal(imgs["input_mask"][0], args0["input_mask"])
+        np.testing.assert_array_equal(imgs["target_mask"][1], args1["target_mask"])
+        assert imgs["input"].dtype == np.float32 and imgs["input_mask"].dtype == bool
+        # background and the range ends come back exactly; depth 0.123456789 within 0.0023 mm / 2 at 150 mm
+        assert imgs["input"][0, 0, 0, 0] == -1.0 and imgs["input"][0, 0, 1, 0] == 1.0 and imgs["input"][0, 0, 0, 3] == -1.0
+        assert abs((imgs["input"][0, 0, 4, 0] - 0.123456789) * 75.0) <= 150.0 / 65535 / 2 + 1e-5
+
+
+def test_float32_shards_written_before_the_compact_encoding_still_decode_exactly():
+    rng = np.random.default_rng(5)
+    h, w = 8, 6
+    inp, tgt = rng.uniform(-1, 1, (h, w, 6)).astype("<f4"), rng.uniform(-1, 1, (h, w, 3)).astype("<f4")
+    im, tm = rng.random((h, w)) > 0.5, rng.random((h, w)) > 0.5
+    _, compact = _row(rng)
+    # a row as the float32 writer laid it out: raw little-endian float32, one byte per mask pixel
+    legacy = dict(compact, input=inp.tobytes(), target=tgt.tobytes(), target_rgb=inp[..., 3:].copy().tobytes(),
+                  input_mask=im.astype("u1").tobytes(), target_mask=tm.astype("u1").tobytes())
+    buf = io.BytesIO()
+    pq.write_table(schema.rows_to_table([legacy, compact]), buf)   # both encodings in one file and one batch
+    imgs = schema.decode_images(pq.read_table(io.BytesIO(buf.getvalue())))
+    np.testing.assert_array_equal(imgs["input"][0], inp)
+    np.testing.assert_array_equal(imgs["target"][0], tgt)
+    np.testing.assert_array_equal(imgs["target_rgb"][0], inp[..., 3:])
+    np.testing.assert_array_equal(imgs["input_mask"][0], im)
+    np.testing.assert_array_equal(imgs["target_mask"][0], tm)
+    _, f32 = _row(rng, encoding="float32")
+    assert len(f32["input"]) == h * w * 6 * 4 and len(f32["input_mask"]) == h * w
+
+
+def test_a_cell_of_neither_length_is_refused_with_the_column():
+    _, row = _row(np.random.default_rng(6))
+    with pytest.raises(ValueError, match="column target holds 5 bytes"):
+        schema.decode_images(schema.rows_to_table([dict(row, target=b"12345")]))
+
+
+def test_stated_steps_follow_the_normalization_and_the_depth_step_is_bounded():
+    from refine_ray.data import codec
+    from refine_ray.data.settings import PreprocessSettings
+
+    steps = codec.steps({"depth_mm": [-100, 50]})
+    assert steps["depth"]["step"] == pytest.approx(150 / 65535) and steps["depth"]["step"] <= 0.01
+    assert steps["red"]["step"] == pytest.approx(1 / 255) and steps["masks"]["dtype"] == "bit-packed"
+    with pytest.raises(ValueError, match="0.0153 mm step"):
+        PreprocessSettings(normalization={"depth_mm": [-500, 500]})
+    PreprocessSettings(normalization={"depth_mm": [-500, 500]}, encoding="float32")
+
+
+def test_float32_row_roundtrips_through_parquet_and_decodes_to_the_written_arrays():
+    rng = np.random.default_rng(0)
+    args0, r0 = _row(rng, pose=0, encoding="float32")
+    args1, r1 = _row(rng, pose=1, encoding="float32")
     buf = io.BytesIO()
     pq.write_table(schema.rows_to_table([r0, r1]), buf, compression="zstd")
     table = pq.read_table(io.BytesIO(buf.getvalue()))
@@ -84,3 +160,30 @@ def test_manifest_roundtrip_and_missing_keys(tmp_path):
     assert m["image_size"] == [64, 64] and abs(m["scale_px_per_mm"] - 1.2) < 1e-6 and m["code_version"]
     with pytest.raises(FileNotFoundError, match="no manifest"):
         schema.read_manifest(str(tmp_path / "nothing"))
+
+
+def test_metrics_on_compact_cells_differ_from_float32_by_at_most_the_depth_step():
+    """A known surface (a paraboloid, mm) scored as written in float32 and as decoded from compact cells."""
+    from refine_ray.geometry import DceNormalization
+    from refine_ray.inference import metrics as M
+
+    norm, h = DceNormalization(), 32
+    yy, xx = np.mgrid[0:h, 0:h] - h / 2
+    mask = (xx ** 2 + yy ** 2) < (h / 2.2) ** 2
+    coarse_mm = 40.0 - 0.08 * (xx ** 2 + yy ** 2)
+    target_mm = coarse_mm + 0.7 * np.sin(xx / 2.0)            # the detail a refiner should add
+    units = lambda mm: np.where(mask, 2 * (mm + 100.0) / 150.0 - 1, -1.0)  # noqa: E731  DESIGN.md's depth map
+    dce = lambda mm: np.stack([units(mm), np.where(mask, 0.1, -1), np.where(mask, 0.2, -1)], -1)  # noqa: E731
+    scores = []
+    for enc in ("float32", "compact"):
+        _, row = _row(np.random.default_rng(7), h=h, w=h, c=3, input_image=dce(coarse_mm), target_image=dce(target_mm),
+                      input_mask=mask, target_mask=mask, target_rgb=None, encoding=enc)
+        imgs = schema.decode_images(schema.rows_to_table([row]))
+        c_mm, t_mm = norm.denormalize_depth(imgs["input"][0, ..., 0]), norm.denormalize_depth(imgs["target"][0, ..., 0])
+        scores.append((M.mae_mm(c_mm, t_mm, mask), M.mae_norm(imgs["input"][0, ..., 0], imgs["target"][0, ..., 0], mask, mask),
+                       M.normal_angle_error_deg(c_mm, t_mm, mask, 1.2)))
+    step_mm = 150.0 / 65535
+    assert abs(scores[0][0] - scores[1][0]) <= step_mm                 # two values each off by ≤ half a step
+    assert abs(scores[0][1] - scores[1][1]) <= 1.0 / 65535 + 1e-7      # Eq. 4 works in [0, 1]: the step is 1/65535
+    assert abs(scores[0][2] - scores[1][2]) < 0.05                     # normals from slopes of ±step/px: < 0.05°
+    assert abs(scores[0][0] - np.abs(target_mm - coarse_mm)[mask].mean()) < 1e-3  # float32 scores the truth

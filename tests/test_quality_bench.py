@@ -12,8 +12,11 @@ import os
 import sys
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+
+from refine_ray.data.schema import decode_images
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = """
@@ -68,10 +71,9 @@ def _expected(work: str, config: str, dataset: str) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"mae_norm_coarse": [], "mae_norm_refined": [], "mae_mm_coarse": [], "mae_mm_refined": []}
     for r in refined:
         s = samples[r["sample_id"]]
-        coarse = _img(s, "input", int(s["input_channels"]))[..., 0]
-        target = _img(s, "target", 3)[..., 0]
-        in_mask = _img(s, "input_mask", None, "u1").astype(bool)
-        t_mask = _img(s, "target_mask", None, "u1").astype(bool)
+        imgs = decode_images(pd.DataFrame([s]))   # the shard's cells, in whichever encoding they were written
+        coarse, target = imgs["input"][0, ..., 0], imgs["target"][0, ..., 0]
+        in_mask, t_mask = imgs["input_mask"][0], imgs["target_mask"][0]
         pred = _img(r, "refined", 3)[..., 0]
         r_mask = _img(r, "refined_mask", None, "u1").astype(bool)
         assert not (r_mask & ~in_mask).any(), "the refined footprint lies inside the input's"

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from refine_ray import storage
-from refine_ray.data import schema
+from refine_ray.data import codec, schema
 from refine_ray.data.augment import assign_split, sample_poses
 from refine_ray.data.samples import SampleBuildError, build_samples
 from refine_ray.data.settings import PreprocessSettings, StorageSettings
@@ -203,6 +203,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
         "normalization": norm.to_dict(),
         "input_channels": channels,
         "target_channels": list(schema.DCE_CHANNELS),
+        "encoding": {"name": settings.encoding, "steps": codec.steps(norm, settings.encoding, settings.textured)},
         "counts": counts,
         "config": settings.public_dict(),
         "fingerprint": settings.fingerprint(),

@@ -288,6 +288,7 @@ def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, 
             scale_px_per_mm=s, rotation=A, translation_px=t, anchor_input=anchor_c, anchor_target=anchor_g,
             landmarks_2d=lm_fit, landmarks_image=lm_img, source_uri=src,
             rotation_input=view_c.rotation, rotation_target=view_g.rotation,
-            landmarks_input_image=lm_img_c, fit_rms_px=getattr(fit, "rms_px", None)))
+            landmarks_input_image=lm_img_c, fit_rms_px=getattr(fit, "rms_px", None),
+            encoding=settings.encoding))
         rows.append(row)
     return rows

@@ -1,8 +1,9 @@
 """The Parquet sample schema (docs/INTERFACES.md): one row = one scan in one pose.
 
-Images are raw little-endian bytes in `binary` columns so any Parquet reader (pyarrow, Ray Data,
-pandas, Spark) reads them without a custom extension type; `decode_images` turns a batch back into
-numpy arrays. `build_row` is the single place where a row is assembled, so every writer validates
+Images are bytes in `binary` columns so any Parquet reader (pyarrow, Ray Data, pandas, Spark) reads
+them without a custom extension type: quantized and bit-packed by default (data.codec, about a third
+of float32), or raw little-endian float32 (shards written before, or `encoding: float32`);
+`decode_images` turns a batch of either back into numpy arrays. `build_row` is the single place where a row is assembled, so every writer validates
 shapes, dtypes and ranges the same way before anything reaches a shard.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from refine_ray import code_version, storage
+from refine_ray.data import codec
 
 SPLITS = ("train", "test")
 DCE_CHANNELS = ("depth", "curvature", "elevation")
@@ -80,7 +82,7 @@ def _check_image(name: str, arr: np.ndarray, hw: tuple[int, int], channels: int 
     if arr.shape != want:
         raise SampleError(f"{source}: {name} has shape {arr.shape}, expected {want}")
     if channels is None:
-        return np.ascontiguousarray(arr, dtype=bool).view(np.uint8)
+        return np.ascontiguousarray(arr, dtype=bool)
     arr = np.ascontiguousarray(arr, dtype="<f4")
     # min/max propagate NaN and see ±inf, so two reductions check finiteness and range (no temporaries).
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
@@ -128,12 +130,16 @@ def build_row(
     rotation_target: np.ndarray | None = None,
     landmarks_input_image: np.ndarray | None = None,
     fit_rms_px: float | None = None,
+    encoding: str = "compact",
 ) -> dict[str, Any]:
     """A validated row dict of SCHEMA from numpy images (network units) and metadata.
 
-    Landmark lists may hold NaN (missing points); everything else must be finite.
+    Landmark lists may hold NaN (missing points); everything else must be finite. `encoding` is
+    "compact" (data.codec) or "float32".
     """
     src = source_uri or "<unknown source>"
+    if encoding not in codec.ENCODINGS:
+        raise SampleError(f"{src}: encoding must be one of {codec.ENCODINGS}, got {encoding!r}")
     if split not in SPLITS:
         raise SampleError(f"{src}: split must be one of {SPLITS}, got {split!r}")
     inp = np.asarray(input_image)
@@ -160,11 +166,12 @@ def build_row(
         "height": int(hw[0]),
         "width": int(hw[1]),
         "input_channels": int(inp.shape[2]),
-        "input": _check_image("input", inp, hw, inp.shape[2], src).tobytes(),
-        "target": _check_image("target", target_image, hw, 3, src).tobytes(),
-        "target_rgb": None if target_rgb is None else _check_image("target_rgb", target_rgb, hw, 3, src).tobytes(),
-        "input_mask": _check_image("input_mask", input_mask, hw, None, src).tobytes(),
-        "target_mask": _check_image("target_mask", target_mask, hw, None, src).tobytes(),
+        "input": codec.encode_image(_check_image("input", inp, hw, inp.shape[2], src), encoding),
+        "target": codec.encode_image(_check_image("target", target_image, hw, 3, src), encoding),
+        "target_rgb": None if target_rgb is None else codec.encode_image(
+            _check_image("target_rgb", target_rgb, hw, 3, src), encoding, colour=True),
+        "input_mask": codec.encode_mask(_check_image("input_mask", input_mask, hw, None, src), encoding),
+        "target_mask": codec.encode_mask(_check_image("target_mask", target_mask, hw, None, src), encoding),
         "scale_px_per_mm": float(scale_px_per_mm),
         "rotation": _fixed_list("rotation", rot, 9, src),
         "translation_px": _fixed_list("translation_px", translation_px, 2, src),
@@ -213,7 +220,8 @@ def decode_images(batch: Any) -> dict[str, np.ndarray]:
 
     Returns `input` (B,H,W,C_in) float32, `target` (B,H,W,3) float32, `input_mask`/`target_mask`
     (B,H,W) bool, and `target_rgb` (B,H,W,3) float32 when every row has one. All rows of a batch
-    must share one image size and channel count (they do within one dataset).
+    must share one image size and channel count (they do within one dataset); each cell may be in
+    either encoding (data.codec).
     """
     heights = _scalar_column(batch, "height")
     widths = _scalar_column(batch, "width")
@@ -224,26 +232,37 @@ def decode_images(batch: Any) -> dict[str, np.ndarray]:
         raise ValueError("decode_images: rows of one batch differ in image size or channel count")
     h, w, c = int(heights[0]), int(widths[0]), int(chans[0])
 
-    def stack(name: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    def images(name: str, channels: int, colour: bool = False) -> np.ndarray:
         values = _column(batch, name)
-        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        for v in values:
-            if v is None or len(v) != expected:
-                got = None if v is None else len(v)
-                raise ValueError(f"decode_images: column {name} holds {got} bytes, expected {expected}")
-        return np.frombuffer(b"".join(bytes(v) for v in values), dtype=dtype).reshape((len(values),) + shape)
+        out = np.empty((len(values), h, w, channels), np.float32)
+        for i, v in enumerate(values):
+            if v is None:
+                raise ValueError(f"decode_images: column {name} is empty in row {i}")
+            try:
+                codec.decode_image(v, h, w, channels, colour=colour, out=out[i])
+            except ValueError as exc:
+                raise ValueError(f"decode_images: column {name} {exc}") from None
+        return out
 
-    out = {
-        "input": stack("input", (h, w, c), "<f4").astype(np.float32),
-        "target": stack("target", (h, w, 3), "<f4").astype(np.float32),
-        "input_mask": stack("input_mask", (h, w), "u1").astype(bool),
-        "target_mask": stack("target_mask", (h, w), "u1").astype(bool),
-    }
+    def masks(name: str) -> np.ndarray:
+        values = _column(batch, name)
+        out = np.empty((len(values), h, w), bool)
+        for i, v in enumerate(values):
+            if v is None:
+                raise ValueError(f"decode_images: column {name} is empty in row {i}")
+            try:
+                out[i] = codec.decode_mask(v, h, w)
+            except ValueError as exc:
+                raise ValueError(f"decode_images: column {name} {exc}") from None
+        return out
+
+    out = {"input": images("input", c), "target": images("target", 3),
+           "input_mask": masks("input_mask"), "target_mask": masks("target_mask")}
     names = batch.column_names if isinstance(batch, pa.Table) else list(batch.keys()) if isinstance(batch, dict) else list(batch.columns)
     if "target_rgb" in names:
         rgb = _column(batch, "target_rgb")
         if all(v is not None for v in rgb):
-            out["target_rgb"] = stack("target_rgb", (h, w, 3), "<f4").astype(np.float32)
+            out["target_rgb"] = images("target_rgb", 3, colour=True)
     return out
 
 

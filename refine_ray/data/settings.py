@@ -51,6 +51,8 @@ class PreprocessSettings(StrictModel):
     normalization: dict = Field(default_factory=dict, description="DceNormalization overrides, e.g. {depth_mm: [-100, 50]}")
     scans_per_shard: int = Field(8, ge=1, le=10000, description="scans per shard: bounds shard size to scans×(poses+1) samples")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    encoding: Literal["compact", "float32"] = Field(
+        "compact", description="image cells: compact (uint16 D,C,E, uint8 RGB, bit-packed masks; ~1/3 the bytes) or float32")
     max_error_fraction: float = Field(0.2, ge=0, le=1, description="exit non-zero when more than this share of scans failed")
     preview: int = Field(0, ge=0, le=64, description="write preview.png with this many samples (0 = none)")
     num_workers: int | None = Field(None, ge=1, description="parallel scan workers; default: the CPUs Ray sees")
@@ -64,6 +66,11 @@ class PreprocessSettings(StrictModel):
             from refine_ray.geometry import DceNormalization
 
             DceNormalization.from_dict(self.normalization)  # unknown keys / lo >= hi → a clear error now
+        if self.encoding == "compact":
+            from refine_ray.data.codec import check_depth_step
+            from refine_ray.geometry import DceNormalization
+
+            check_depth_step(DceNormalization.from_dict(self.normalization))
         return self
 
     @model_validator(mode="after")
@@ -84,4 +91,6 @@ class PreprocessSettings(StrictModel):
         for key in ("input", "output", "max_error_fraction", "preview", "num_workers", "limit", "local", "storage",
                     "scans_per_shard", "compression"):
             data.pop(key, None)
+        if data.get("encoding") == "float32":
+            data.pop("encoding")  # outputs written before the compact encoding existed resume with float32
         return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
