@@ -74,6 +74,11 @@ def make_images(rng: np.random.Generator, h: int, w: int):
     return coarse, target, input_mask, target_mask
 
 
+def as_stored(dce: np.ndarray) -> np.ndarray:
+    """D,C,E as the compact shards store them (docs/INTERFACES.md): on the grid of 65535 steps over [-1, 1]."""
+    return (np.round((dce.astype(np.float64) + 1.0) * 32767.5) / 32767.5 - 1.0).astype(np.float32)
+
+
 def write_dataset(root: str, n_files: int = 2, per_file: int = 5, rows_per_group: int = 3, h: int = 16,
                   w: int = 16, seed: int = 0, with_target: bool = True, dataset: str = "frgc") -> dict[str, dict]:
     """Shards <root>/test/part-XXXX.parquet (+ manifest); returns the arrays of every sample by sample_id."""
@@ -91,7 +96,8 @@ def write_dataset(root: str, n_files: int = 2, per_file: int = 5, rows_per_group
                 anchor_input=np.zeros(3), anchor_target=np.zeros(3), landmarks_2d=np.zeros(136),
                 landmarks_image=np.zeros(136), source_uri=f"synthetic://{k}",
             )
-            truth[row["sample_id"]] = {"coarse": coarse, "target": target, "input_mask": im, "target_mask": tm}
+            truth[row["sample_id"]] = {"coarse": as_stored(coarse), "target": as_stored(target), "input_mask": im,
+                                       "target_mask": tm}
             rows.append(row)
             k += 1
         table = rows_to_table(rows)
