@@ -22,7 +22,7 @@ from scipy import ndimage  # noqa: E402
 from refine_ray import storage  # noqa: E402
 from refine_ray.data.schema import decode_images, read_manifest  # noqa: E402
 from refine_ray.geometry import DceNormalization, scan_holes  # noqa: E402
-from refine_ray.inference.metrics import mae_mm, mae_norm_parts  # noqa: E402
+from refine_ray.metrics import mae_mm, mae_norm_parts  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import paths  # noqa: E402

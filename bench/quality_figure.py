@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from refine_ray import storage
 from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
-from refine_ray.inference.metrics import depth_normals
+from refine_ray.metrics import depth_normals
 
 LIGHT = np.array([-0.4, 0.5, 1.0]) / np.linalg.norm([-0.4, 0.5, 1.0])
 

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from refine_ray.config import ConfigError, load_config  # noqa: E402
-from refine_ray.inference.quickstart import QuickstartConfig  # noqa: E402
+from refine_ray.quickstart import QuickstartConfig  # noqa: E402
 
 FLAGS = {"out": "out", "subjects": "subjects", "scans_per_subject": "scans_per_subject", "poses": "poses",
          "image_size": "image_size", "max_resolution": "max_resolution",
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from refine_ray.inference.quickstart import run_quickstart
+    from refine_ray.quickstart import run_quickstart
 
     result = run_quickstart(cfg, project_root=ROOT)
     print(json.dumps(result, indent=2))

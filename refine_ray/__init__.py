@@ -1,19 +1,4 @@
 """refine-ray: detailed 3D faces from coarse 3DMM reconstructions, at dataset scale on Ray."""
+from refine_ray.version import __version__, code_version
 
-__version__ = "0.1.0"
-
-
-def code_version() -> str:
-    """Package version plus the git commit when run from a checkout (recorded in manifests and checkpoints)."""
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        ).stdout.strip()
-        return f"{__version__}+g{sha}" if sha else __version__
-    except Exception:
-        return __version__
+__all__ = ["__version__", "code_version"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from refine_ray.inference.metrics import (
+from refine_ray.metrics import (
     depth_normals,
     detail_energy_error,
     high_frequency_energy,
@@ -108,7 +108,7 @@ def test_detail_energy_error_minus_one_when_detail_is_missing():
 
 
 def test_mae_norm_parts_split_the_error_by_region_and_sum_to_it():
-    from refine_ray.inference.metrics import mae_norm, mae_norm_parts
+    from refine_ray.metrics import mae_norm, mae_norm_parts
 
     # 1×6 image; network units, so 0.0 ↦ 0.5 and -1 ↦ background
     pred = np.array([[0.0, 0.0, 0.0, 0.0, -1.0, -1.0]])

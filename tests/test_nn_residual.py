@@ -2,7 +2,7 @@
 import torch
 
 from refine_ray.nn.residual import ResidualOverInput
-from refine_ray.training.checkpoints import build_networks
+from refine_ray.nn.refiner import build_networks
 from refine_ray.training.config import TrainConfig
 
 

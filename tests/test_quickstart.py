@@ -30,7 +30,7 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("REFINE_RAY_SLOW") != "1", reason="whole chain (~2-4 min on 2 cores); REFINE_RAY_SLOW=1")
 def test_whole_chain_on_a_tiny_problem(tmp_path, ray_session):
-    from refine_ray.inference.quickstart import QuickstartConfig, run_quickstart
+    from refine_ray.quickstart import QuickstartConfig, run_quickstart
 
     cfg = QuickstartConfig(out=str(tmp_path / "q"), subjects=3, scans_per_subject=1, poses=0, image_size=32,
                            scale_px_per_mm=0.15, max_resolution=8, iterations_per_stage=4, max_channels=8)

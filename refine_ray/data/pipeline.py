@@ -10,12 +10,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from refine_ray import storage
+from refine_ray import morphable, storage
 from refine_ray.data import codec, schema
 from refine_ray.data.augment import assign_split, sample_poses
+from refine_ray.data.preview import write_preview
 from refine_ray.data.samples import SampleBuildError, build_samples
 from refine_ray.data.settings import PreprocessSettings, StorageSettings
 from refine_ray.data.shards import ScanOutcome, ShardStore, summarize
+from refine_ray.geometry import DceNormalization
+from refine_ray.landmarks import make_provider
+from refine_ray.scans import discover_scans, read_scan
+from refine_ray.scans.readers import split_name
 
 
 class PreprocessError(RuntimeError):
@@ -23,8 +28,6 @@ class PreprocessError(RuntimeError):
 
 
 def load_model(settings: PreprocessSettings):
-    from refine_ray import morphable
-
     if settings.model:
         return morphable.MorphableModel.load_npz(settings.model)
     return morphable.default_model()
@@ -32,21 +35,15 @@ def load_model(settings: PreprocessSettings):
 
 def make_landmark_provider(settings: PreprocessSettings):
     """The 2D landmark source named by `settings.landmarks` ('file', 'face_alignment')."""
-    from refine_ray.landmarks import make_provider
-
     return make_provider(settings.landmarks)
 
 
 def normalization(settings: PreprocessSettings):
-    from refine_ray.geometry import DceNormalization
-
     return DceNormalization.from_dict(settings.normalization) if settings.normalization else DceNormalization()
 
 
 def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) -> tuple[list[dict], ScanOutcome]:
     """Read and turn one scan into rows; every failure becomes a `failed` outcome, never an exception."""
-    from refine_ray.scans import read_scan
-
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         try:
@@ -114,8 +111,6 @@ def _log(msg: str) -> None:
 
 
 def discover(settings: PreprocessSettings) -> list[str]:
-    from refine_ray.scans import discover_scans
-
     try:
         uris = discover_scans(settings.input)
     except FileNotFoundError as exc:
@@ -129,8 +124,6 @@ def discover(settings: PreprocessSettings) -> list[str]:
 
 def _duplicate_ids(uris: list[str]) -> list[str]:
     """URIs whose scan name (file name without the scan suffix) already appeared earlier in the sorted list."""
-    from refine_ray.scans.readers import split_name
-
     seen, dup = set(), []
     for u in uris:
         base = split_name(u)[1]
@@ -222,8 +215,6 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     }
     summary["ok"] = summary["error_fraction"] <= settings.max_error_fraction
     if settings.preview:
-        from refine_ray.data.preview import write_preview
-
         summary["preview"] = write_preview(store.shard_uris(entries), settings.preview, storage.join(settings.output, "preview.png"))
     log(f"done: {counts['scans_ok']} scans ok, {counts['scans_failed']} failed, "
         f"{counts['samples']['train']} train + {counts['samples']['test']} test samples; "

@@ -15,10 +15,20 @@ from typing import Any, Callable
 import numpy as np
 from scipy import ndimage
 
+from refine_ray import geometry as geo
 from refine_ray.data import schema
 from refine_ray.data.augment import Pose, noise_rng
 from refine_ray.data.settings import PreprocessSettings
-from refine_ray.geometry import IBUG_ANCHOR, DceSurface, ImageView, anchor_from_landmarks, estimate_scaled_orthographic, pixels_to_plane, plane_to_pixels
+from refine_ray.geometry import (
+    IBUG_ANCHOR,
+    DceSurface,
+    ImageView,
+    anchor_from_landmarks,
+    estimate_scaled_orthographic,
+    pixels_to_plane,
+    plane_to_pixels,
+)
+from refine_ray.morphable import fit_landmarks
 
 NOSE_TIP = 30
 MIN_LANDMARKS_3D = 6
@@ -121,8 +131,6 @@ def _check_scan(scan) -> None:
 
 def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSettings) -> GroundTruth:
     """Mesh, 3D landmarks and vertex→photo pixels of the scan, cropped to the face (paper §5.2)."""
-    from refine_ray import geometry as geo
-
     src = scan.source
     _check_scan(scan)
     if scan.faces is not None:
@@ -233,9 +241,6 @@ def _landmarks_2d(scan, provider, settings: PreprocessSettings) -> np.ndarray:
 def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, poses: list[Pose],
                   split: str = "test", normalization=None) -> list[dict]:
     """Rows of data.schema.SCHEMA for one scan in every pose of `poses`; raises SampleBuildError."""
-    from refine_ray import geometry as geo
-    from refine_ray.morphable import fit_landmarks
-
     src = scan.source
     if normalization is not None:
         norm = normalization

@@ -15,8 +15,9 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 
-from refine_ray import code_version, storage
+from refine_ray import storage
 from refine_ray.data import codec
+from refine_ray.version import code_version
 
 SPLITS = ("train", "test")
 DCE_CHANNELS = ("depth", "curvature", "elevation")

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from refine_ray.config import StrictModel
+from refine_ray.geometry import DceNormalization
 
 
 class PoseSettings(StrictModel):
@@ -63,8 +64,6 @@ class PreprocessSettings(StrictModel):
     @model_validator(mode="after")
     def _normalization_is_valid(self):
         if self.normalization:
-            from refine_ray.geometry import DceNormalization
-
             DceNormalization.from_dict(self.normalization)  # unknown keys / lo >= hi → a clear error now
         if self.encoding == "compact":
             from refine_ray.data.codec import check_depth_step

@@ -22,8 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refine_ray import storage
+from refine_ray.data.schema import read_manifest
 from refine_ray.inference.config import RefineConfig
+from refine_ray.inference.meshes import MeshWriter
 from refine_ray.inference.model import Predictor, depth_range_mm, load_model
+from refine_ray.inference.prepare import prepare_raw_input
+from refine_ray.inference.report import write_report
 from refine_ray.inference.units import METRICS_SCHEMA, Unit, done_units, part_uri, plan_units, process_unit
 
 log = logging.getLogger(__name__)
@@ -60,8 +64,6 @@ class UnitRefiner:
         self.kill_once_marker = kill_once_marker
         self.mesh_writer = None
         if meshes:
-            from refine_ray.inference.meshes import MeshWriter
-
             self.mesh_writer = MeshWriter(storage.join(output, "meshes"), norm)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -87,7 +89,6 @@ def find_input_shards(input_uri: str, split: str | None) -> tuple[list[str], lis
     but the errors table. A single .parquet file is accepted too."""
     if str(input_uri).endswith(".parquet"):
         return [str(input_uri)], []
-    from refine_ray.data.schema import read_manifest
 
     try:
         listed = read_manifest(input_uri).get("shards")
@@ -111,8 +112,6 @@ def find_input_shards(input_uri: str, split: str | None) -> tuple[list[str], lis
 
 
 def _read_normalization(input_uri: str) -> dict | None:
-    from refine_ray.data.schema import read_manifest
-
     try:
         return read_manifest(input_uri).get("normalization")
     except FileNotFoundError:
@@ -141,8 +140,6 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
     files, manifest_errors = find_input_shards(cfg.input, split)
     normalization = _read_normalization(cfg.input) if not str(cfg.input).endswith(".parquet") else None
     if not files and not manifest_errors:
-        from refine_ray.inference.prepare import prepare_raw_input
-
         log.info("%s: no Parquet shards; preprocessing the scans there (original pose only)", cfg.input)
         prepared, normalization = prepare_raw_input(cfg.input, storage.join(cfg.output, "prepared"), cfg.prepare)
         split = None  # every prepared scan is refined, whatever the training split would have been
@@ -232,8 +229,6 @@ def finalize(cfg: RefineConfig, units: list[Unit], plan_errors: list[dict], unit
     storage.atomic_write_bytes(storage.join(cfg.output, "errors.parquet"), _parquet_bytes(err_table))
     result = RefineResult(cfg.output, len(units), units_run, len(units) - units_run, refined, len(errors))
     if cfg.report.enabled:
-        from refine_ray.inference.report import write_report
-
         report_dir = storage.join(cfg.output, "report")
         result.summary = write_report(cfg.output, report_dir, title=cfg.report.title,
                                       heatmap_max_mm=cfg.report.heatmap_max_mm)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from refine_ray.training.checkpoints import load_refiner
 
 
 def load_model(checkpoint: str | Callable[[], Any]) -> Any:
@@ -17,7 +18,6 @@ def load_model(checkpoint: str | Callable[[], Any]) -> Any:
     (tests and benchmarks build small models without a training run)."""
     if callable(checkpoint):
         return checkpoint()
-    from refine_ray.training.checkpoints import load_refiner
 
     return load_refiner(checkpoint)
 

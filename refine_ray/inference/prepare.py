@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from refine_ray import storage
+from refine_ray.data.pipeline import run_preprocess
+from refine_ray.data.schema import read_manifest
+from refine_ray.data.settings import PreprocessSettings
 
 
 def prepare_raw_input(input_uri: str, prepared_uri: str, overrides: dict[str, Any] | None = None) -> tuple[str, dict]:
@@ -18,10 +21,6 @@ def prepare_raw_input(input_uri: str, prepared_uri: str, overrides: dict[str, An
     `overrides` are preprocessing settings (image_size, scale_px_per_mm, textured, normalization, …) that
     must match the ones the model was trained with; poses and split are fixed here.
     """
-    from refine_ray.data.pipeline import run_preprocess
-    from refine_ray.data.schema import read_manifest
-    from refine_ray.data.settings import PreprocessSettings
-
     data = dict(overrides or {})
     for key in ("input", "output", "poses", "split"):
         data.pop(key, None)

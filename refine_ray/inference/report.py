@@ -17,7 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from refine_ray import code_version, storage
+from refine_ray import storage
+from refine_ray.data.schema import decode_images
+from refine_ray.inference.model import depth_units_to_mm
+from refine_ray.version import code_version
 
 METRICS = (
     ("mae_norm", "MAE (Eq. 4, norm.)", 3),
@@ -115,8 +118,6 @@ def _png(fig: Any) -> bytes:
 
 def _load_sample(run_dir: str, row: dict[str, Any]) -> dict[str, np.ndarray]:
     """Input, target and refined images of one sample, read back from the input shard and the refined shard."""
-    from refine_ray.data.schema import decode_images
-
     sid = row["sample_id"]
     src = _read_parquet(row["input_file"], filters=[("sample_id", "=", sid)])
     ref = _read_parquet(storage.join(run_dir, "refined", f"{row['unit']}.parquet"),
@@ -136,8 +137,6 @@ def heatmap_figure(samples: list[tuple[str, dict[str, Any], dict[str, np.ndarray
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from refine_ray.inference.model import depth_units_to_mm
 
     fig, axes = plt.subplots(len(samples), 3, figsize=(9, 3 * len(samples)), squeeze=False)
     for r, (tag, row, s) in enumerate(samples):

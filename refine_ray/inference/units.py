@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from refine_ray import storage
 from refine_ray.data.schema import decode_images
 from refine_ray.geometry import refined_footprint
-from refine_ray.inference import metrics as M
+from refine_ray import metrics as M
 from refine_ray.inference.model import Predictor, depth_units_to_mm
 
 PARTS = "parts"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import inspect
 
 from refine_ray.landmarks.base import LandmarkError, LandmarkProvider
+from refine_ray.landmarks.face_alignment_provider import FaceAlignmentLandmarks
+from refine_ray.landmarks.file_provider import FileLandmarks
 
 PROVIDERS = ("file", "given", "face_alignment")
 
@@ -15,9 +17,9 @@ def make_provider(name: str, **cfg) -> LandmarkProvider:
     """'file'/'given': landmarks shipped with the data (optional noise_px, seed, folder);
     'face_alignment': the face-alignment detector (device, batch_size, detector, flip_input, allow_download)."""
     if name in ("file", "given"):
-        from refine_ray.landmarks.file_provider import FileLandmarks as cls
+        cls = FileLandmarks
     elif name == "face_alignment":
-        from refine_ray.landmarks.face_alignment_provider import FaceAlignmentLandmarks as cls
+        cls = FaceAlignmentLandmarks
     else:
         raise ValueError(f"unknown landmark provider {name!r} (choose from {', '.join(PROVIDERS)})")
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}

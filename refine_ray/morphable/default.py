@@ -12,6 +12,7 @@ import threading
 from refine_ray import storage
 from refine_ray.morphable.model import MorphableModel
 from refine_ray.morphable.pca import build_pca_model
+from refine_ray.synth.face import GENERATOR_VERSION, registered_population
 
 DEFAULT_SUBJECTS = 200
 DEFAULT_COMPONENTS = 60
@@ -29,8 +30,6 @@ def cache_dir() -> str:
 def build_default_model(n_subjects: int = DEFAULT_SUBJECTS, n_components: int = DEFAULT_COMPONENTS,
                         seed: int = DEFAULT_SEED, expressions: bool = True) -> MorphableModel:
     """PCA of `registered_population(n_subjects, seed, expressions)` (smooth synthetic faces)."""
-    from refine_ray.synth.face import registered_population
-
     vertices, faces, landmark_index = registered_population(n_subjects, seed, expressions=expressions)
     return build_pca_model(vertices, faces, landmark_index, n_components,
                            name=f"synthetic-pca-n{n_subjects}-k{n_components}-s{seed}")
@@ -43,7 +42,6 @@ def default_model(n_subjects: int = DEFAULT_SUBJECTS, n_components: int = DEFAUL
     with _lock:
         if key in _memo:
             return _memo[key]
-        from refine_ray.synth.face import GENERATOR_VERSION
 
         name = f"default-v{_FORMAT}-g{GENERATOR_VERSION}-n{n_subjects}-k{n_components}-s{seed}.npz"
         path = os.path.join(cache_dir(), "morphable", name)

@@ -8,7 +8,9 @@ import numpy as np
 
 from refine_ray import storage
 from refine_ray.morphable.contour import contour_candidates
+from refine_ray.morphable.loaders import _landmarks
 from refine_ray.morphable.model import ModelFormatError, MorphableModel
+from refine_ray.synth.face import registered_population
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl")
 
@@ -90,8 +92,6 @@ def read_registered(uri: str, landmarks=None) -> tuple[np.ndarray, np.ndarray, n
     mapping file or 68 indices)."""
     import trimesh
 
-    from refine_ray.morphable.loaders import _landmarks
-
     uri = str(uri)
     if uri.lower().endswith(".npz"):
         try:
@@ -130,7 +130,6 @@ def build_model_job(registered: str | None, out: str, n_components: int, landmar
         vertices, faces, lmk = read_registered(registered, landmarks=landmarks)
         name = f"pca-{os.path.basename(str(registered).rstrip('/'))}-k{n_components}"
     else:
-        from refine_ray.synth.face import registered_population
         vertices, faces, lmk = registered_population(synthetic_subjects, seed, expressions=True)
         name = f"synthetic-pca-n{synthetic_subjects}-k{n_components}-s{seed}"
     model = build_pca_model(vertices, faces, lmk, n_components, align=align, name=name)

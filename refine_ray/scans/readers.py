@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from refine_ray import storage
+from refine_ray.landmarks import formats
 from refine_ray.scans import bosphorus, frgc, generic, limits
 from refine_ray.scans.record import Scan, ScanFormatError
 
@@ -94,8 +95,6 @@ def _read_photo(uri: str) -> np.ndarray:
 
 def _landmarks(sibs: dict[str, str], group: str | None = None):
     """(2D (68,2) or None, 3D (68,3) or None) from the first sibling landmark file that has each."""
-    from refine_ray.landmarks import formats
-
     found = {2: None, 3: None}
     for dims, order in ((2, LANDMARK_2D_ORDER), (3, LANDMARK_3D_ORDER)):
         for sfx in order:

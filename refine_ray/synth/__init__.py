@@ -4,13 +4,12 @@ from refine_ray.synth.face import (
     BOSPHORUS_EXPRESSIONS,
     EXPRESSIONS,
     FRGC_EXPRESSIONS,
-    IDENTITY_PARAMS,
-    Identity,
     SynthFace,
     make_face,
     registered_population,
     smooth_vertices,
 )
+from refine_ray.synth.identity import IDENTITY_PARAMS, Identity
 from refine_ray.synth.template import template
 
 __all__ = [

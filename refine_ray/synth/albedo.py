@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from refine_ray.synth.face import Identity, mouth_opening_weight
+from refine_ray.synth.identity import Identity
+from refine_ray.synth.template import mouth_opening_weight
 
 _LIGHT = np.array([0.93, 0.76, 0.66])
 _DARK = np.array([0.36, 0.23, 0.16])

@@ -16,13 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from refine_ray import storage
-from refine_ray.synth.face import (
-    BOSPHORUS_EXPRESSIONS,
-    FRGC_EXPRESSIONS,
-    Identity,
-    make_face,
-    registered_population,
-)
+from refine_ray.scans.bosphorus import EXPRESSION_CODES, OCCLUSION_CODES
+from refine_ray.synth.face import BOSPHORUS_EXPRESSIONS, FRGC_EXPRESSIONS, Identity, make_face, registered_population
+from refine_ray.synth.preview import contact_sheet, registered_sheet
 from refine_ray.synth.render import BOSPHORUS, FRGC, OCCLUSIONS, draw_pose, render_scan
 from refine_ray.synth.writers import write_bosphorus_scan, write_frgc_scan, write_registered_mesh
 
@@ -68,8 +64,6 @@ def _scan_plan(fmt: str, subject: int, k: int, rng: np.random.Generator) -> tupl
 
 def synthesize_subject(fmt: str, subject: int, scans_per_subject: int, seed: int, out: str) -> list[dict]:
     """Generate and write every scan of one subject; returns their ScanRecord rows."""
-    from refine_ray.scans.bosphorus import EXPRESSION_CODES, OCCLUSION_CODES
-
     ident = subject_identity(fmt, subject, seed)
     subj = subject_name(fmt, subject)
     folder = out if fmt == "frgc" else storage.join(out, subj)
@@ -133,8 +127,6 @@ def synthesize_dataset(fmt: str, subjects: int, scans_per_subject: int, out: str
     summary = {"format": fmt, "subjects": subjects, "scans": len(rows), "seed": seed, "out": str(out),
                "seconds": round(time.perf_counter() - t0, 2)}
     if preview:
-        from refine_ray.synth.preview import contact_sheet
-
         summary["preview"] = contact_sheet([storage.join(out, *r["path"].split("/")) for r in rows], storage.join(out, "preview.png"))
     storage.atomic_write_text(storage.join(out, "synthesis.json"), json.dumps(summary, indent=2))
     return summary
@@ -150,8 +142,6 @@ def _registered(n: int, out: str, seed: int, t0: float, preview: bool = False) -
     summary = {"format": "registered", "subjects": n, "scans": n, "seed": seed, "out": str(out),
                "seconds": round(time.perf_counter() - t0, 2)}
     if preview:
-        from refine_ray.synth.preview import registered_sheet
-
         summary["preview"] = registered_sheet(verts, faces, storage.join(out, "preview.png"))
     storage.atomic_write_text(storage.join(out, "synthesis.json"), json.dumps(summary, indent=2))
     return summary

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from refine_ray.synth.face import Identity
+from refine_ray.synth.identity import Identity
 
 P_MM = 68.0    # ≈ mm per unit p (half face width)
 Q_MM = 96.0    # ≈ mm per unit q (half face height)

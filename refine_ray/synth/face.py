@@ -12,50 +12,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from refine_ray.synth.template import template
+from refine_ray.synth.albedo import albedo_at
+from refine_ray.synth.identity import Identity
+from refine_ray.synth.template import mouth_opening_weight, template
 
 # Bumped whenever the geometry of a face for a given seed changes, so caches built from synthetic faces
 # (e.g. the default morphable model) can include it in their key.
 GENERATOR_VERSION = 2
-
-# name: (mean, sd) — physical units (mm unless noted); sampled as mean + sd·z, z ~ N(0,1) clipped to ±2.5
-IDENTITY_PARAMS: dict[str, tuple[float, float]] = {
-    "cheek_half_width": (68.5, 3.2),      # bizygomatic width ≈ 2×: 121–153 mm at ±2.5σ, 124–150 at ±2σ
-    "forehead_half_width": (56.0, 3.0),
-    "jaw_half_width": (57.0, 3.5),
-    "chin_half_width": (38.0, 3.0),
-    "chin_y": (-118.0, 6.0),              # menton height below the eye-corner line
-    "forehead_top_y": (75.0, 6.0),
-    "brow_y": (15.0, 2.0),
-    "nose_tip_y": (-35.0, 3.0),
-    "subnasale_drop": (12.0, 1.5),
-    "mouth_y": (-68.0, 3.5),
-    "eye_spacing": (0.0, 2.0),            # lateral shift of the eye region
-    "nose_protrusion": (20.0, 2.0),       # nose tip in front of the eye-corner plane: 15–25 at ±2.5σ
-    "nose_width": (1.0, 0.1),             # relative alar width
-    "nose_bridge": (0.12, 0.05),          # nasion height as a fraction of the protrusion
-    "nose_tip_round": (1.0, 0.12),        # relative tip width
-    "nose_hump": (0.5, 0.8),
-    "alar_fullness": (5.0, 1.0),
-    "brow_ridge": (4.0, 1.3),
-    "eye_socket_depth": (9.0, 1.5),
-    "eye_opening": (1.0, 0.12),           # relative palpebral height
-    "cheekbone": (5.0, 1.4),
-    "cheek_fullness": (2.0, 1.3),
-    "nasolabial_depth": (1.5, 0.6),
-    "upper_lip": (3.5, 0.9),
-    "lower_lip": (4.0, 0.9),
-    "mouth_half_width": (1.0, 0.07),      # relative mouth width
-    "lip_protrusion": (3.0, 1.5),
-    "chin_prominence": (4.0, 1.4),
-    "lower_face_recession": (8.0, 2.5),
-    "forehead_slope": (16.0, 4.0),
-    "face_roundness": (50.0, 5.0),        # transverse curvature: how far the sides fall back (mm at p=±1)
-    "temple_hollow": (2.0, 1.0),
-    "asymmetry_x": (0.0, 1.2),
-    "asymmetry_z": (0.0, 1.0),
-    "asymmetry_phase": (0.0, 1.0),        # rad
-}
 
 # Facial action fields (≈ FACS action units) in mm at activation 1; expressions are mixtures.
 EXPRESSIONS: dict[str, dict[str, float]] = {
@@ -69,24 +32,6 @@ EXPRESSIONS: dict[str, dict[str, float]] = {
 }
 FRGC_EXPRESSIONS = ("neutral", "happiness", "surprise", "disgust", "sadness")
 BOSPHORUS_EXPRESSIONS = ("neutral", "happiness", "surprise", "disgust", "sadness", "anger", "fear")
-
-
-@dataclass
-class Identity:
-    """One subject: identity shape parameters plus what drives skin and detail (age, sex, skin tone)."""
-
-    shape: dict[str, float]
-    age: float                 # years
-    male: bool
-    skin_tone: float           # 0 = very light … 1 = very dark
-    seed: int                  # drives the subject's pores, moles, wrinkle layout
-
-    @staticmethod
-    def sample(rng: np.random.Generator) -> "Identity":
-        z = np.clip(rng.standard_normal(len(IDENTITY_PARAMS)), -2.5, 2.5)
-        shape = {k: m + s * zi for (k, (m, s)), zi in zip(IDENTITY_PARAMS.items(), z)}
-        return Identity(shape=shape, age=float(rng.uniform(18, 75)), male=bool(rng.random() < 0.5),
-                        skin_tone=float(rng.beta(2.0, 2.5)), seed=int(rng.integers(2**31)))
 
 
 def _g(p, q, p0, q0, sp, sq):
@@ -216,12 +161,6 @@ def _expression_displacement(pq, acts: dict[str, float]) -> np.ndarray:
     return d
 
 
-def mouth_opening_weight(pq) -> np.ndarray:
-    """Where the template band between the lips becomes mouth cavity when the jaw drops (0..1)."""
-    p, q = pq[:, 0], pq[:, 1]
-    return np.exp(-0.5 * ((q + 0.48) / 0.012) ** 2) * np.exp(-((p / 0.3) ** 4))
-
-
 def smooth_vertices(identity: Identity, expression: str = "neutral", intensity: float = 1.0,
                     pq: np.ndarray | None = None) -> np.ndarray:
     """(V, 3) mm of the smooth face: identity + expression, no fine detail.
@@ -269,8 +208,6 @@ class SynthFace:
 
 
 def make_face(identity: Identity, subject_id: str, expression: str = "neutral", intensity: float = 1.0) -> SynthFace:
-    from refine_ray.synth.albedo import albedo_at
-
     t = template()
     acts = expression_actions(expression, intensity)
     return SynthFace(vertices=smooth_vertices(identity, expression, intensity), faces=t.faces,

@@ -8,6 +8,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from refine_ray import storage
+from refine_ray.geometry import rasterize
+from refine_ray.scans import read_scan
 
 TILE_W, TILE_H = 200, 250
 
@@ -40,8 +42,6 @@ def _fit(im: Image.Image) -> Image.Image:
 
 
 def contact_sheet(scan_uris: list[str], out_uri: str, max_scans: int = 12) -> str:
-    from refine_ray.scans import read_scan
-
     uris = list(scan_uris)
     if len(uris) > max_scans:   # spread over subjects and expressions
         uris = [uris[i] for i in np.linspace(0, len(uris) - 1, max_scans).round().astype(int)]
@@ -76,8 +76,6 @@ def contact_sheet(scan_uris: list[str], out_uri: str, max_scans: int = 12) -> st
 def registered_sheet(vertices: np.ndarray, faces: np.ndarray, out_uri: str, max_faces: int = 12,
                      px_per_mm: float = 1.5) -> str:
     """Shaded frontal depth of registered meshes (they have no photo), rasterized like a scan."""
-    from refine_ray.geometry import rasterize
-
     picks = np.linspace(0, len(vertices) - 1, min(max_faces, len(vertices))).round().astype(int)
     tiles = []
     for i in picks:

@@ -95,3 +95,9 @@ def template() -> Template:
     lmi = np.array([nearest(t, on_outline if k < 17 else everywhere) for k, t in enumerate(lm_pq)], dtype=np.int64)
     extra = {k: nearest(t, everywhere) for k, t in BOSPHORUS_EXTRA_PQ.items()}
     return Template(pq=pq, faces=faces, boundary=boundary, landmark_index=lmi, extra_index=extra)
+
+
+def mouth_opening_weight(pq) -> np.ndarray:
+    """Where the template band between the lips becomes mouth cavity when the jaw drops (0..1)."""
+    p, q = pq[:, 0], pq[:, 1]
+    return np.exp(-0.5 * ((q + 0.48) / 0.012) ** 2) * np.exp(-((p / 0.3) ** 4))

@@ -22,7 +22,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from refine_ray.nn.losses import critic_wgan_gp_loss, footprint_loss, generator_loss
 from refine_ray.nn.pix2pix import patchgan_discriminator_loss, pix2pix_generator_loss
-from refine_ray.training.checkpoints import build_networks
+from refine_ray.nn.refiner import build_networks
 from refine_ray.training.config import TrainConfig
 
 

@@ -16,16 +16,17 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from refine_ray import code_version, storage
+from refine_ray import storage
 from refine_ray.data.schema import read_manifest
 from refine_ray.geometry import DceNormalization
-from refine_ray.inference.metrics import mae_mm, mae_norm
+from refine_ray.metrics import mae_mm, mae_norm
 from refine_ray.nn.progressive import resolutions
 from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.batches import crop_and_pad, read_validation, reduce_images, reduce_mask
 from refine_ray.training.config import TrainConfig
 from refine_ray.training.gan import ConditionalGan
 from refine_ray.training.visuals import curves_png, sample_grid
+from refine_ray.version import code_version
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from refine_ray.inference.metrics import depth_normals
+from refine_ray.metrics import depth_normals
 
 LIGHT = np.array([0.35, 0.45, 1.0]) / np.linalg.norm([0.35, 0.45, 1.0])
 

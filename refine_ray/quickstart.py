@@ -16,6 +16,13 @@ from pydantic import Field
 
 from refine_ray import storage
 from refine_ray.config import StrictModel
+from refine_ray.data.pipeline import run_preprocess
+from refine_ray.data.settings import PreprocessSettings
+from refine_ray.inference.batch import run_refine
+from refine_ray.inference.config import RefineConfig
+from refine_ray.synth.dataset import synthesize_dataset
+from refine_ray.training.config import load_train_config
+from refine_ray.training.trainer import train
 
 
 class QuickstartConfig(StrictModel):
@@ -55,14 +62,6 @@ def _timed(name: str, fn: Callable[[], Any], times: dict[str, float]) -> Any:
 def run_quickstart(cfg: QuickstartConfig, project_root: str | None = None) -> dict[str, Any]:
     """Run every step; returns where things are and how long each step took."""
     import os
-
-    from refine_ray.data.pipeline import run_preprocess
-    from refine_ray.data.settings import PreprocessSettings
-    from refine_ray.inference.batch import run_refine
-    from refine_ray.inference.config import RefineConfig
-    from refine_ray.synth.dataset import synthesize_dataset
-    from refine_ray.training.config import load_train_config
-    from refine_ray.training.trainer import train
 
     out = cfg.out if storage.is_remote(cfg.out) else os.path.abspath(cfg.out)
     scans, data, runs, refined = (storage.join(out, p) for p in ("scans", "data", "runs", "refined"))
