@@ -34,7 +34,7 @@ from refine_ray.data.samples import landmark_anchor, prepare_ground_truth
 from refine_ray.data.schema import read_manifest
 from refine_ray.data.settings import PreprocessSettings
 from refine_ray.geometry import ImageView, rasterize, vertex_normals
-from refine_ray.inference.metrics import mae_mm, normal_angle_error_deg
+from refine_ray.metrics import mae_mm, normal_angle_error_deg
 from refine_ray.landmarks import make_provider
 from refine_ray.morphable import MorphableModel, fit_landmarks
 from refine_ray.morphable.dense_fit import fit_to_points

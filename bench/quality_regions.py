@@ -23,7 +23,7 @@ from refine_ray import storage
 from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.geometry.regions import REGIONS, face_regions
-from refine_ray.inference.metrics import depth_normals
+from refine_ray.metrics import depth_normals
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality import paths  # noqa: E402

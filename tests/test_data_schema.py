@@ -165,7 +165,7 @@ def test_manifest_roundtrip_and_missing_keys(tmp_path):
 def test_metrics_on_compact_cells_differ_from_float32_by_at_most_the_depth_step():
     """A known surface (a paraboloid, mm) scored as written in float32 and as decoded from compact cells."""
     from refine_ray.geometry import DceNormalization
-    from refine_ray.inference import metrics as M
+    from refine_ray import metrics as M
 
     norm, h = DceNormalization(), 32
     yy, xx = np.mgrid[0:h, 0:h] - h / 2

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from refine_ray.geometry import DceNormalization
+
 ENCODINGS = ("compact", "float32")
 Q16 = 65535
 Q8 = 255
@@ -112,8 +114,6 @@ def decode_mask(cell: Any, h: int, w: int) -> np.ndarray:
 def steps(normalization: Any, encoding: str = "compact", textured: bool = True) -> dict[str, dict[str, Any]]:
     """The quantization step of each stored channel, in network units and in its physical unit
     (the manifest states it; a decoded value is within half a step of the value written)."""
-    from refine_ray.geometry import DceNormalization
-
     norm = normalization if isinstance(normalization, DceNormalization) else DceNormalization.from_dict(normalization or {})
     channels = [("depth", norm.depth_mm, "mm"), ("curvature", norm.curvature_per_mm, "1/mm"),
                 ("elevation", norm.elevation_rad, "rad")]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from refine_ray.config import StrictModel
+from refine_ray.data.codec import check_depth_step
 from refine_ray.geometry import DceNormalization
 
 
@@ -66,9 +67,6 @@ class PreprocessSettings(StrictModel):
         if self.normalization:
             DceNormalization.from_dict(self.normalization)  # unknown keys / lo >= hi → a clear error now
         if self.encoding == "compact":
-            from refine_ray.data.codec import check_depth_step
-            from refine_ray.geometry import DceNormalization
-
             check_depth_step(DceNormalization.from_dict(self.normalization))
         return self
 
