@@ -1,7 +1,8 @@
 """One place for URIs, filesystems and atomic writes, local paths and s3:// alike.
 
 Credentials and endpoint come from the standard AWS environment variables (or a config's
-`storage` section); they are passed to Ray workers through `worker_env()` and never logged.
+`storage` section); they reach Ray workers through `worker_credentials()` (inside task and actor
+arguments, never a runtime_env, which Ray logs) and are never written to a file or log.
 """
 from __future__ import annotations
 
@@ -81,9 +82,48 @@ def resolve_inside(root: str, relative: str) -> str:
     return uri
 
 
+SECRET_ENV_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def worker_env() -> dict[str, str]:
-    """AWS settings of this process, for a Ray runtime_env so that remote workers reach the same store."""
-    return {k: os.environ[k] for k in AWS_ENV_KEYS if os.environ.get(k)}
+    """The non-secret store settings of this process (endpoint, region): all a Ray runtime_env may carry,
+    since Ray's runtime-env agent writes a runtime_env's env_vars into its log in plain text."""
+    return {k: os.environ[k] for k in AWS_ENV_KEYS if os.environ.get(k) and k not in SECRET_ENV_KEYS}
+
+
+class WorkerCredentials:
+    """This process's object-store settings, credentials included, on their way to Ray workers.
+
+    They travel inside the arguments of the workers' actors and tasks (never a runtime_env, never a
+    file) and `apply()` puts them into the worker's environment before it touches storage. A
+    driver without AWS_* settings sends nothing, and workers keep what their node gives them
+    (instance profile, ~/.aws, the node's environment). The repr never shows a value.
+    """
+
+    __slots__ = ("_env",)
+
+    def __init__(self, env: dict[str, str]):
+        self._env = dict(env)
+
+    def apply(self) -> None:
+        os.environ.update(self._env)
+
+    def __bool__(self) -> bool:
+        return bool(self._env)
+
+    def __repr__(self) -> str:
+        return f"WorkerCredentials({sorted(self._env)})"
+
+    def __getstate__(self):
+        return self._env
+
+    def __setstate__(self, state):
+        self._env = dict(state)
+
+
+def worker_credentials() -> WorkerCredentials:
+    """The one place that decides how this process's store settings reach Ray workers (see WorkerCredentials)."""
+    return WorkerCredentials({k: os.environ[k] for k in AWS_ENV_KEYS if os.environ.get(k)})
 
 
 def _fsspec_options(protocol: str) -> dict:

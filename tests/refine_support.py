@@ -163,3 +163,26 @@ def write_checkpoint(uri: str, max_resolution: int = 16, stage: int = 1, seed: i
         "ema": generator.state_dict(), "config": cfg.model_dump(mode="json"), "normalization": NORMALIZATION,
         "code_version": "test",
     })
+
+
+def files_holding(folder: str, secret: bytes) -> list[str]:
+    """Every regular file under `folder` whose bytes contain `secret` (sockets and links skipped)."""
+    hits = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                try:
+                    with open(path, "rb") as f:
+                        if secret in f.read():
+                            hits.append(path)
+                except OSError:
+                    pass
+    return hits
+
+
+def ray_session_dir() -> str:
+    """The session folder (logs, runtime-env files, spilled objects) of the Ray this process is connected to."""
+    import ray
+
+    return ray._private.worker._global_node.get_session_dir_path()

@@ -169,3 +169,6 @@ def test_data_and_run_storage_on_s3(ray_session, s3_bucket):
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     for name in ("config.yaml", "metrics.jsonl"):
         assert secret not in storage.read_text(f"{result.run_dir}/{name}")   # no credentials in files
+    import refine_support as rf
+
+    assert rf.files_holding(rf.ray_session_dir(), secret.encode()) == []   # nor in Ray's logs and files

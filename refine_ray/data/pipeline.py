@@ -87,7 +87,9 @@ def process_batch(uris: list[str], settings: PreprocessSettings, model, provider
 class BatchWorker:
     """Ray Data actor: loads the model once, then commits each batch of scan URIs it receives."""
 
-    def __init__(self, settings_json: str):
+    def __init__(self, settings_json: str, credentials: storage.WorkerCredentials | None = None):
+        if credentials:
+            credentials.apply()
         self.settings = PreprocessSettings.model_validate_json(settings_json)
         self.model = load_model(self.settings)
         self.provider = make_landmark_provider(self.settings)
@@ -247,12 +249,12 @@ def _run_ray(todo: list[str], settings: PreprocessSettings):
     n_batches = math.ceil(len(todo) / size)
     ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=n_batches)
     remote_args: dict[str, Any] = {"num_cpus": 1}
-    if env:  # workers of an already running Ray do not see this process's AWS settings otherwise
-        remote_args["runtime_env"] = {"env_vars": env}
     ds = ds.map_batches(
         BatchWorker,
-        # Credentials travel only in the workers' environment, never in task arguments.
-        fn_constructor_kwargs={"settings_json": settings.model_copy(update={"storage": StorageSettings()}).model_dump_json()},
+        # Settings without their storage section (it may hold credentials); the store settings go by
+        # storage.worker_credentials, so workers of an already running Ray reach the same store.
+        fn_constructor_kwargs={"settings_json": settings.model_copy(update={"storage": StorageSettings()}).model_dump_json(),
+                               "credentials": storage.worker_credentials()},
         batch_size=size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=min(workers, n_batches)),

@@ -53,7 +53,9 @@ class UnitRefiner:
 
     def __init__(self, checkpoint: str | Callable, device: str, precision: str, channels_last: bool,
                  normalization: dict | None, output: str, batch_size: int, split: str | None,
-                 meshes: bool, kill_once_marker: str | None):
+                 meshes: bool, kill_once_marker: str | None, credentials: storage.WorkerCredentials | None = None):
+        if credentials:
+            credentials.apply()   # before the checkpoint is read: it may be on the object store
         refiner = load_model(checkpoint)
         self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
         norm = normalization if normalization is not None else getattr(refiner, "normalization", None)
@@ -167,6 +169,7 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
                 channels_last=cfg.channels_last, normalization=normalization, output=cfg.output,
                 batch_size=cfg.batch_size, split=split, meshes=cfg.meshes,
                 kill_once_marker=cfg.fault_injection.kill_once_marker,
+                credentials=storage.worker_credentials(),
             ),
             # Ray Data restarts a dead actor and retries its unit (its defaults: max_restarts=-1,
             # max_task_retries=-1); deterministic output names make the retry an overwrite.

@@ -62,6 +62,11 @@ def _scan_plan(fmt: str, subject: int, k: int, rng: np.random.Generator) -> tupl
     return expr, (float(rng.uniform(0.8, 1.3)) if expr != "neutral" else 0.0), None
 
 
+def _synthesize_subject_task(creds: storage.WorkerCredentials, *args) -> list[dict]:
+    creds.apply()
+    return synthesize_subject(*args)
+
+
 def synthesize_subject(fmt: str, subject: int, scans_per_subject: int, seed: int, out: str) -> list[dict]:
     """Generate and write every scan of one subject; returns their ScanRecord rows."""
     ident = subject_identity(fmt, subject, seed)
@@ -117,8 +122,9 @@ def synthesize_dataset(fmt: str, subjects: int, scans_per_subject: int, out: str
             ray.init(runtime_env={"env_vars": storage.worker_env()}, include_dashboard=False,
                      configure_logging=False, log_to_driver=False)
         # AWS settings travel with every task: workers of an already running Ray did not see this process' env
-        task = ray.remote(num_cpus=1)(synthesize_subject).options(runtime_env={"env_vars": storage.worker_env()})
-        refs = [task.remote(fmt, s, scans_per_subject, seed, out) for s in range(subjects)]
+        task = ray.remote(num_cpus=1)(_synthesize_subject_task)
+        creds = storage.worker_credentials()   # workers of an already running Ray did not see this process' env
+        refs = [task.remote(creds, fmt, s, scans_per_subject, seed, out) for s in range(subjects)]
         per_subject = ray.get(refs)
     else:
         per_subject = [synthesize_subject(fmt, s, scans_per_subject, seed, out) for s in range(subjects)]

@@ -159,11 +159,18 @@ def _checkpoint_state(gan: ConditionalGan, cfg: TrainConfig, stage: int, resolut
     return state
 
 
+CREDENTIALS_KEY = "_worker_credentials"   # train_loop_config key, beside the TrainConfig keys
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry point: resume or start, then run every stage of the schedule."""
     import ray.train
     import ray.train.torch
 
+    config = dict(config)
+    credentials = config.pop(CREDENTIALS_KEY, None)
+    if credentials:
+        credentials.apply()   # store settings from the driver (storage.worker_credentials)
     cfg = TrainConfig.model_validate(config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

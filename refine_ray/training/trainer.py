@@ -13,7 +13,7 @@ from refine_ray.data.schema import read_manifest
 from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.batches import COLUMNS, decode_for_training
 from refine_ray.training.config import TrainConfig
-from refine_ray.training.loop import METRICS_FILE, stage_plan, train_loop_per_worker
+from refine_ray.training.loop import CREDENTIALS_KEY, METRICS_FILE, stage_plan, train_loop_per_worker
 
 
 @dataclass
@@ -94,7 +94,8 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     run_kwargs: dict[str, Any] = {"name": cfg.name, "failure_config": FailureConfig(max_failures=w.max_failures)}
     if storage.worker_env():
         # The workers write checkpoints and logs through refine_ray.storage: they need this process's
-        # object-store settings even on a Ray started without them (a shared or long-lived cluster).
+        # object-store settings even on a Ray started without them (a shared or long-lived cluster);
+        # the runtime_env takes the non-secret ones, the credentials go in train_loop_config.
         run_kwargs["worker_runtime_env"] = {"env_vars": storage.worker_env()}
     if not storage.is_remote(cfg.storage):
         run_kwargs["storage_path"] = cfg.storage
@@ -104,7 +105,7 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     # settings in Ray's controller actor too, which a cluster started without them does not have.
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=cfg.model_dump(mode="json"),
+        train_loop_config={**cfg.model_dump(mode="json"), CREDENTIALS_KEY: storage.worker_credentials()},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if w.use_gpu else "gloo"),
         run_config=RunConfig(**run_kwargs),
