@@ -1,7 +1,7 @@
 """Landmark-fit speed (one core) and accuracy vs landmark noise, on held-out synthetic faces.
 
-    python bench/fitting.py                       # the default model (synthetic PCA, 60 components)
-    python bench/fitting.py --faces 20 --repeats 50
+    python -m bench.fitting                       # the default model (synthetic PCA, 60 components)
+    python -m bench.fitting --faces 20 --repeats 50
 
 Prints ms per fit (68 landmarks and a Bosphorus-like 17-point subset) and, per noise level σ px,
 rotation error (deg) and vertex RMSE (mm) of the fit vs the mean shape. Threads are pinned to 1 so
@@ -14,19 +14,17 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import argparse
+import sys
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
+from tests.test_fitting import angle_between, rmse, rotation_ypr
+from tests.test_fitting_synthetic import outline_landmarks
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from test_fitting import angle_between, rmse, rotation_ypr  # noqa: E402
-from test_fitting_synthetic import outline_landmarks  # noqa: E402
-
-from refine_ray.geometry import ScaledOrthographic  # noqa: E402
-from refine_ray.morphable import default_model, fit_landmarks  # noqa: E402
-from refine_ray.synth.face import registered_population  # noqa: E402
+from refine_ray.geometry import ScaledOrthographic
+from refine_ray.morphable import default_model, fit_landmarks
+from refine_ray.synth.face import registered_population
 
 BOSPHORUS_LIKE = [8, 17, 21, 22, 26, 30, 31, 33, 35, 36, 39, 42, 45, 48, 51, 54, 57]
 

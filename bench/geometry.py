@@ -3,7 +3,7 @@
 Times each stage separately (normals, mean curvature, rasterization) and the whole encode_dce,
 after a warm-up call so numba's compile time is excluded. Threads are pinned to 1.
 
-    python bench/geometry.py [--repeats 20] [--vertices 40000]
+    python -m bench.geometry [--repeats 20] [--vertices 40000]
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import os
 for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from refine_ray.geometry import (  # noqa: E402
+from refine_ray.geometry import (
     CURVATURE_RADIUS_MM,
     ImageView,
     ScaledOrthographic,

@@ -9,7 +9,7 @@ Prints, from one run over the same scans:
 CPU-time figures do not depend on what else the machine runs; wall figures do, so the load average is
 printed before and after. Goals (issue 5): ≥ 4 scans/s/core, Ray/loop ratio ≥ 1.8 on 2 CPUs.
 
-  python bench/preprocess.py [--scans 48] [--cpus 2] [--image-size 256] [--poses 5] [--work DIR]
+  python -m bench.preprocess [--scans 48] [--cpus 2] [--image-size 256] [--poses 5] [--work DIR]
 """
 from __future__ import annotations
 
@@ -23,23 +23,20 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from refine_ray.data import pipeline  # noqa: E402
-from refine_ray.data.settings import PreprocessSettings  # noqa: E402
+from refine_ray.data import pipeline
+from refine_ray.data.samples import sample_photo
+from refine_ray.data.schema import build_row
+from refine_ray.data.settings import PreprocessSettings
+from refine_ray.data.shards import ShardStore
+from refine_ray.geometry import DceNormalization, DceSurface, mesh_from_grid
+from refine_ray.geometry.crop import crop_face, median_filter_outliers
+from refine_ray.morphable import fit_landmarks
+from refine_ray.scans.readers import read_scan
+from refine_ray.synth.dataset import synthesize_dataset
 
 
 def _stages():
     """stage name → the function whose cumulative CPU time is that stage's cost."""
-    from refine_ray.data.samples import sample_photo
-    from refine_ray.geometry import DceSurface
-    from refine_ray.data.schema import build_row
-    from refine_ray.data.shards import ShardStore
-    from refine_ray.geometry import DceNormalization, mesh_from_grid
-    from refine_ray.geometry.crop import crop_face, median_filter_outliers
-    from refine_ray.morphable import fit_landmarks
-    from refine_ray.scans.readers import read_scan
-
     return [
         ("read scan (.abs.gz, photo, landmarks)", read_scan),
         ("grid → mesh", mesh_from_grid),
@@ -62,8 +59,6 @@ def load() -> str:
 def stage_profile(uris, settings, n_scans):
     """CPU-s per scan of each stage (cumulative cProfile time on the process CPU clock)."""
     from threadpoolctl import threadpool_limits
-
-    from refine_ray.data.shards import ShardStore
 
     model, prov, norm = pipeline.load_model(settings), pipeline.make_landmark_provider(settings), pipeline.normalization(settings)
     store = ShardStore(settings.output, settings.compression)
@@ -121,8 +116,6 @@ def main(argv=None) -> int:
     try:
         have = len([f for f in os.listdir(scans) if f.endswith(".abs.gz")]) if os.path.isdir(scans) else 0
         if have < args.scans:
-            from refine_ray.synth.dataset import synthesize_dataset
-
             t = time.perf_counter()
             shutil.rmtree(scans, ignore_errors=True)
             synthesize_dataset("frgc", max(1, (args.scans + 1) // 2), 2, scans, seed=0, parallel=False)

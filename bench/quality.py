@@ -1,7 +1,7 @@
 """Quality benchmark: the paper's Table 3 (ablation) and Table 4 (vs pix2pix) on synthetic data.
 
-    python bench/quality.py table3 --scale cpu  [--work DIR] [--configs a,b,...]
-    python bench/quality.py table4 --scale cpu  [--work DIR] [--figure docs/img/quality_grid.png]
+    python -m bench.quality table3 --scale cpu  [--work DIR] [--configs a,b,...]
+    python -m bench.quality table4 --scale cpu  [--work DIR] [--figure docs/img/quality_grid.png]
 
 One process, one Ray session, the project's own library functions for every step (nothing re-implemented):
   1. synthesize an FRGC-profile set and a Bosphorus-profile set   (refine_ray.synth.synthesize_dataset)
@@ -28,12 +28,24 @@ import time
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from pydantic import Field  # noqa: E402
+from pydantic import Field
 
-from refine_ray import storage  # noqa: E402
-from refine_ray.config import ConfigError, StrictModel, load_config  # noqa: E402
+from bench.quality_figure import qualitative_grid
+from bench.quality_paths import paths
+from refine_ray import storage
+from refine_ray.config import ConfigError, StrictModel, load_config
+from refine_ray.data.pipeline import run_preprocess
+from refine_ray.data.settings import PreprocessSettings
+from refine_ray.inference.batch import run_refine
+from refine_ray.inference.config import RefineConfig
+from refine_ray.inference.report import summarize
+from refine_ray.morphable.default import default_model
+from refine_ray.nn.progressive import resolutions
+from refine_ray.synth.dataset import synthesize_dataset
+from refine_ray.training import checkpoints as ckpt
+from refine_ray.training.config import load_train_config
+from refine_ray.training.trainer import train
 
 TABLE3 = ["d_d_d", "dce_d_d", "dce_d_dce", "dce_dce_dce", "dcergb_d_d", "dcergb_d_dce", "dcergb_dce_dce"]
 TABLE4 = ["dce_d_dce", "dcergb_d_dce", "pix2pix_dce_d_d", "pix2pix_dcergb_d_d"]
@@ -98,23 +110,8 @@ class Timer:
         return out
 
 
-def paths(work: str, tag: str = "") -> dict[str, str]:
-    """Data is shared by every run under `work`; runs, refined outputs and results are per `tag`
-    (so several schedules can be compared on the same data)."""
-    j = storage.join
-    sub = f"-{storage.safe_name(tag)}" if tag else ""
-    return {"frgc_scans": j(work, "scans", "frgc"), "bos_scans": j(work, "scans", "bosphorus"),
-            "model": j(work, "model.npz"), "frgc_data": j(work, "data", "frgc"), "bos_data": j(work, "data", "bosphorus"),
-            "runs": j(work, "runs" + sub), "refined": j(work, "refined" + sub), "results": j(work, "results" + sub)}
-
-
 def prepare_data(scale: QualityScale, work: str, timer: Timer, tag: str = "") -> dict[str, str]:
     """Steps 1–3: synthetic scans, the 3DMM, preprocessed FRGC (subject split) and Bosphorus (all-test)."""
-    from refine_ray.data.pipeline import run_preprocess
-    from refine_ray.data.settings import PreprocessSettings
-    from refine_ray.morphable.default import default_model
-    from refine_ray.synth.dataset import synthesize_dataset
-
     p = paths(work, tag)
     for fmt, key, n, k in (("frgc", "frgc_scans", scale.frgc_subjects, scale.frgc_scans_per_subject),
                            ("bosphorus", "bos_scans", scale.bosphorus_subjects, scale.bosphorus_scans_per_subject)):
@@ -140,9 +137,6 @@ def prepare_data(scale: QualityScale, work: str, timer: Timer, tag: str = "") ->
 
 def train_config(name: str, scale: QualityScale):
     """The Table-3/4 configuration file, reduced to the scale (only schedule/size keys change)."""
-    from refine_ray.nn.progressive import resolutions
-    from refine_ray.training.config import load_train_config
-
     base = load_train_config(os.path.join(ROOT, "configs", "train", f"{name}.yaml"))
     common = {"schedule.batch_size": scale.batch_size, "schedule.val_samples": 8, "schedule.seed": scale.seed,
               "workers.num_workers": scale.num_workers, "workers.use_gpu": scale.use_gpu,
@@ -166,12 +160,6 @@ def train_config(name: str, scale: QualityScale):
 
 def train_and_refine(name: str, scale: QualityScale, p: dict[str, str], timer: Timer) -> dict[str, str]:
     """Steps 4–5 for one configuration; returns the two refine output folders."""
-    from refine_ray.inference.batch import run_refine
-    from refine_ray.inference.config import RefineConfig
-    from refine_ray.nn.progressive import resolutions
-    from refine_ray.training import checkpoints as ckpt
-    from refine_ray.training.trainer import train
-
     run_dir = storage.join(p["runs"], name)
     cfg = train_config(name, scale)
     want = 1 if cfg.model.kind == "pix2pix" else len(resolutions(cfg.model.max_resolution))
@@ -196,8 +184,6 @@ def train_and_refine(name: str, scale: QualityScale, p: dict[str, str], timer: T
 def dataset_stats(refine_out: str) -> dict[str, Any]:
     """Mean ± std over samples of every metric, coarse and refined (the refine report's own summary)."""
     import pyarrow.parquet as pq
-
-    from refine_ray.inference.report import summarize
 
     fs, path = storage.arrow_filesystem(storage.join(refine_out, "metrics.parquet"))
     return summarize(pq.read_table(path, filesystem=fs))["all"]
@@ -310,8 +296,6 @@ def run_table(table: str, scale: QualityScale, work: str, configs: list[str], fi
                "goals": goals(results, table), "seconds": timer.seconds,
                "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if table == "table4" and figure is not None:
-        from bench.quality_figure import qualitative_grid
-
         pair = [c for c in ("dce_d_dce", "pix2pix_dce_d_d") if c in outs]
         if len(pair) == 2:
             summary["figure"] = qualitative_grid(

@@ -1,6 +1,6 @@
 """Where the refined and coarse errors of a quality run come from.
 
-  python bench/quality_breakdown.py --work /tmp/refine-ray-quality-cpu [--tag T] [--config dce_d_dce]
+  python -m bench.quality_breakdown --work /tmp/refine-ray-quality-cpu [--tag T] [--config dce_d_dce]
 
 Prints, per test set, the paper's mae_norm split into face / scan holes / outside the ground truth's
 crop / ground truth only (inference.metrics.mae_norm_parts), and the depth error in mm of both surfaces on
@@ -14,19 +14,15 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from scipy import ndimage
 
-import numpy as np  # noqa: E402
-from scipy import ndimage  # noqa: E402
-
-from refine_ray import storage  # noqa: E402
-from refine_ray.data.schema import decode_images, read_manifest  # noqa: E402
-from refine_ray.geometry import DceNormalization, scan_holes  # noqa: E402
-from refine_ray.metrics import mae_mm, mae_norm_parts  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality import paths  # noqa: E402
-from quality_figure import _read_all  # noqa: E402
+from refine_ray import storage
+from refine_ray.data.schema import decode_images, read_manifest
+from refine_ray.geometry import DceNormalization, scan_holes
+from refine_ray.metrics import mae_mm, mae_norm_parts
+from bench.quality_paths import paths
+from bench.quality_figure import _read_all
 
 EROSIONS = (0, 1, 2, 3)
 

@@ -1,6 +1,6 @@
 """How much of the coarse error a refinement could remove, per image resolution (no training involved).
 
-  python bench/quality_ceiling.py --work /tmp/q_large [--dataset frgc] [--resolution 64:0.3 --resolution 128:0.6]
+  python -m bench.quality_ceiling --work /tmp/q_large [--dataset frgc] [--resolution 64:0.3 --resolution 128:0.6]
 
 For every test scan of a quality run's preprocessed data (the same scans, settings, landmark noise and
 poses as its test set) it rebuilds, in the ground truth's image of every pose, at each resolution:
@@ -34,8 +34,8 @@ from refine_ray.data.samples import landmark_anchor, prepare_ground_truth
 from refine_ray.data.schema import read_manifest
 from refine_ray.data.settings import PreprocessSettings
 from refine_ray.geometry import ImageView, rasterize, vertex_normals
-from refine_ray.metrics import mae_mm, normal_angle_error_deg
 from refine_ray.landmarks import make_provider
+from refine_ray.metrics import mae_mm, normal_angle_error_deg
 from refine_ray.morphable import MorphableModel, fit_landmarks
 from refine_ray.morphable.dense_fit import fit_to_points
 from refine_ray.scans import read_scan

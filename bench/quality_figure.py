@@ -17,6 +17,7 @@ from refine_ray import storage
 from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.metrics import depth_normals
+from bench.quality_paths import paths
 
 LIGHT = np.array([-0.4, 0.5, 1.0]) / np.linalg.norm([-0.4, 0.5, 1.0])
 
@@ -162,16 +163,13 @@ def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri
 def main(argv: list[str] | None = None) -> int:
     """Grid from finished runs of different tags, e.g. ours with the footprint head beside pix2pix:
 
-      python bench/quality_figure.py --work /tmp/q --panel "ours=fphead:dce_d_dce" --panel "pix2pix=:pix2pix_dce_d_d" --out grid.png
+      python -m bench.quality_figure --work /tmp/q --panel "ours=fphead:dce_d_dce" --panel "pix2pix=:pix2pix_dce_d_d" --out grid.png
 
     --errors adds the |depth error| map of the coarse fit and of every panel (detail_grid).
     """
     import argparse
     import os
     import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from quality import paths
 
     ap = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True)

@@ -1,6 +1,6 @@
 """Coarse vs refined error per facial region (forehead, nose, cheeks, mouth), like REALY's regional table.
 
-  python bench/quality_regions.py --work /tmp/q_large --tag T --config dce_d_dce [--json out.json]
+  python -m bench.quality_regions --work /tmp/q_large --tag T --config dce_d_dce [--json out.json]
 
 Reads a quality run's test shards and its refine outputs. Per sample and region (geometry.regions, from
 the coarse fit's landmarks in the image — they land on the ground truth's landmarks by construction of
@@ -24,10 +24,8 @@ from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.geometry.regions import REGIONS, face_regions
 from refine_ray.metrics import depth_normals
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality import paths  # noqa: E402
-from quality_figure import _read_all  # noqa: E402
+from bench.quality_paths import paths
+from bench.quality_figure import _read_all
 
 ALL = "whole face"
 

@@ -1,7 +1,7 @@
 """Refinement throughput: images/s of the predictor inside Ray Data (jobs/refine.py's pipeline) against a
 plain PyTorch loop over the same shards on the same device (goal: Ray Data ≥ 0.9× the plain loop).
 
-  python bench/refine.py [--images 512] [--size 64] [--batch-size 32] [--gpu --bf16 --channels-last]
+  python -m bench.refine [--images 512] [--size 64] [--batch-size 32] [--gpu --bf16 --channels-last]
 
 Both sides run the same per-unit code (read shard → decode → generator → metrics → write shards);
 the plain loop calls it in this process, Ray Data through the actor pool (model load and actor start
@@ -17,17 +17,19 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from refine_ray.inference.batch import find_input_shards, run_refine
+from refine_ray.inference.config import RefineConfig
+from refine_ray.inference.model import Predictor, depth_range_mm
+from refine_ray.inference.units import plan_units, process_unit
+from refine_ray.training import checkpoints as ckpt
+from refine_ray.training.analytic_data import NORMALIZATION, write_analytic_dataset
+from refine_ray.training.checkpoints import load_refiner
+from refine_ray.training.config import ModelConfig, TrainConfig
 
 
 def make_checkpoint(uri: str, size: int, channels: int) -> None:
-    from refine_ray.training import checkpoints as ckpt
-    from refine_ray.training.analytic_data import NORMALIZATION
-    from refine_ray.training.config import ModelConfig, TrainConfig
-
     torch.manual_seed(0)
     cfg = TrainConfig(model=ModelConfig(generator_input="DCE", max_resolution=size, max_channels=channels))
     gen, _ = ckpt.build_networks(cfg.model_dump(mode="json"))
@@ -64,13 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import ray
-
-    from refine_ray.inference.batch import find_input_shards, run_refine
-    from refine_ray.inference.config import RefineConfig
-    from refine_ray.inference.model import Predictor, depth_range_mm
-    from refine_ray.inference.units import plan_units, process_unit
-    from refine_ray.training.analytic_data import NORMALIZATION, write_analytic_dataset
-    from refine_ray.training.checkpoints import load_refiner
 
     device = "cuda" if args.gpu else "cpu"
     precision = "bf16" if args.bf16 else "fp32"

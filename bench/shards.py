@@ -4,7 +4,7 @@ Prints per encoding: Parquet bytes per sample (shard files only), decode time pe
 `--repeats` over every sample, `schema.decode_images` on a table of all of them), and for compact the
 largest difference from the float32 sample, per channel, in physical units next to the stated step.
 
-  python bench/shards.py [--subjects 3] [--scans-per-subject 2] [--image-size 256] [--work DIR]
+  python -m bench.shards [--subjects 3] [--scans-per-subject 2] [--image-size 256] [--work DIR]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Synthetic data speed: render/write per scan (FRGC, Bosphorus), FRGC .abs parse and read_scan; extrapolates
 the FRGC-size set (466 subjects, 4,007 scans) from a timed subset. Prints figures; asserts nothing.
 
-    python bench/synth.py [--scans 6]
+    python -m bench.synth [--scans 6]
 """
 from __future__ import annotations
 

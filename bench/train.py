@@ -1,7 +1,7 @@
 """Training throughput: samples/s at the 256² stage, and Ray Train's overhead against a plain
 single-process PyTorch loop doing the same steps on the same device.
 
-  python bench/train.py [--device cpu|cuda] [--steps 3] [--overhead-resolution 32] [--overhead-iterations 20]
+  python -m bench.train [--device cpu|cuda] [--steps 3] [--overhead-resolution 32] [--overhead-iterations 20]
 
 Prints figures; asserts nothing. On a GPU it also projects the paper's full schedule
 (7 stages × 10,000 iterations × batch 4) from the measured per-stage rates.
@@ -16,17 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from refine_ray.nn.progressive import resolutions  # noqa: E402
-from refine_ray.training.analytic_data import analytic_pair, write_analytic_dataset  # noqa: E402
-from refine_ray.training.batches import crop_and_pad, read_validation, reduce_images  # noqa: E402
-from refine_ray.training.config import TrainConfig  # noqa: E402
-from refine_ray.training.gan import ConditionalGan  # noqa: E402
-from refine_ray.training.loop import fade_alpha  # noqa: E402
+from refine_ray import storage
+from refine_ray.nn.progressive import resolutions
+from refine_ray.training.analytic_data import analytic_pair, write_analytic_dataset
+from refine_ray.training.batches import COLUMNS, crop_and_pad, decode_for_training, read_validation, reduce_images
+from refine_ray.training.config import TrainConfig
+from refine_ray.training.gan import ConditionalGan
+from refine_ray.training.loop import fade_alpha
+from refine_ray.training.trainer import train
 
 
 def stage_rate(cfg: TrainConfig, stage: int, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = 1) -> float:
@@ -52,9 +52,6 @@ def plain_loop(cfg: TrainConfig, data_uri: str, device: str) -> list[float]:
     gan = ConditionalGan(cfg, device)
     # The training split read once into memory (the Ray job streams it through Ray Data).
     import pyarrow.parquet as pq
-
-    from refine_ray import storage
-    from refine_ray.training.batches import COLUMNS, decode_for_training
 
     files = storage.list_files(storage.join(data_uri, "train"), suffixes=[".parquet"])
     import pyarrow as pa
@@ -165,8 +162,6 @@ def main(argv=None) -> int:
 
     # 2. Ray Train vs plain loop: same schedule, same data, same device, 1 worker.
     import ray
-
-    from refine_ray.training.trainer import train
 
     with tempfile.TemporaryDirectory() as tmp:
         # One Ray Data pass per stage: each pass restarts the stream, a fixed cost the plain loop lacks.

@@ -15,6 +15,12 @@ class ConfigError(ValueError):
     """A config file or flag that cannot be used; the message names the file and the key."""
 
 
+def flag(name: str | None) -> dict[str, Any]:
+    """`Field(..., json_schema_extra=flag("--gpu"))`: the command-line flag of a config field
+    (default: `--field-name`), or `flag(None)` to keep the field off the command line (refine_ray.cli)."""
+    return {"flag": name}
+
+
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, values are validated on assignment."""
 

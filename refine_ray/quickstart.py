@@ -28,13 +28,13 @@ from refine_ray.training.trainer import train
 class QuickstartConfig(StrictModel):
     out: str = Field("quickstart-out", description="folder (or s3:// prefix) for every step's output")
     subjects: int = Field(9, ge=2, description="synthetic subjects (2/3 train, 1/3 test)")
-    scans_per_subject: int = Field(2, ge=1)
+    scans_per_subject: int = Field(2, ge=1, description="scans per synthetic subject")
     poses: int = Field(2, ge=0, description="augmented poses per scan besides the original")
     image_size: int = Field(64, ge=16, description="image side (px); the paper uses 256")
     scale_px_per_mm: float = Field(0.3, gt=0, description="frames the face at 64² (1.2 at 256²)")
     max_resolution: int = Field(64, ge=4, description="last progressive stage")
     iterations_per_stage: int = Field(400, ge=1, description="paper: 10,000")
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="training images per step")
     max_channels: int = Field(32, ge=4, description="feature-width cap (paper 128)")
     lr: float = Field(2e-4, gt=0, description="Adam learning rate of G and D (paper 1e-5 over far longer training)")
     train_config: str = Field("configs/train/dce_d_dce.yaml", description="Table-3 configuration to shorten")
@@ -43,7 +43,7 @@ class QuickstartConfig(StrictModel):
     ignore_scan_holes: bool = Field(True, description="scan holes don't count in the pixel loss")
     footprint_head: bool = Field(True, description="with residual: a head decides which coarse pixels the face keeps "
                                                    "(crop border, holes); refine_ray/nn/residual.py")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the synthetic data, the split and the training")
 
 
 def _say(msg: str) -> None:
@@ -78,7 +78,7 @@ def run_quickstart(cfg: QuickstartConfig, project_root: str | None = None) -> di
     if not summary.get("ok", True):
         raise RuntimeError(f"preprocessing failed for too many scans; see {data}/errors.parquet")
 
-    root = project_root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = project_root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     train_cfg = load_train_config(os.path.join(root, cfg.train_config), {
         "model.max_resolution": cfg.max_resolution, "model.max_channels": cfg.max_channels,
         "schedule.iterations_per_stage": cfg.iterations_per_stage, "schedule.batch_size": cfg.batch_size,

@@ -1,9 +1,13 @@
 """The PCA builder and the cached default model."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from refine_ray.cli import build_3dmm as job
+from refine_ray.morphable import MorphableModel
 from refine_ray.morphable import default as default_mod
 from refine_ray.morphable.pca import build_pca_model, procrustes_align, read_registered
 
@@ -72,25 +76,18 @@ def test_read_registered_meshes_from_a_folder(tmp_path):
         read_registered(str(tmp_path))
 
 
-def test_build_3dmm_job_end_to_end(tmp_path):
+def test_build_3dmm_job_end_to_end(tmp_path, capsys):
     """The CLI on an .npz of registered meshes written here; the written model reproduces the data."""
-    import importlib.util
-    import pathlib
 
-    from refine_ray.morphable import MorphableModel
-
-    spec = importlib.util.spec_from_file_location(
-        "build_3dmm", pathlib.Path(__file__).parent.parent / "jobs" / "build_3dmm.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
     rng = np.random.default_rng(5)
     base = rng.normal(0, 40, (50, 3))
     dirs = rng.normal(0, 1, (2, 50, 3))
     verts = np.stack([base + a * dirs[0] + b * dirs[1] for a, b in rng.normal(0, 3, (30, 2))])
     lmk = np.arange(68) % 50
     np.savez(tmp_path / "registered.npz", vertices=verts, faces=np.array([[0, 1, 2]]), landmark_index=lmk)
-    summary = job.main(["--registered", str(tmp_path / "registered.npz"), "--components", "4",
-                        "--out", str(tmp_path / "m.npz"), "--no-align"])
+    assert job.main(["--registered", str(tmp_path / "registered.npz"), "--components", "4",
+                     "--out", str(tmp_path / "m.npz"), "--no-align"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     m = MorphableModel.load_npz(str(tmp_path / "m.npz"))
     assert summary["components"] == m.n_shape == 4 and summary["training_meshes"] == 30
     assert m.shape_std[2] < 1e-3 * m.shape_std[1]          # two planted directions, nothing else

@@ -148,8 +148,7 @@ def test_local_end_to_end(scans, tmp_path, ray_session):
 
 
 def test_cli_exit_status_and_settings_mismatch(scans, tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "jobs"))
-    import preprocess as job
+    from refine_ray.cli import preprocess as job
 
     inp, out = _subset(scans, tmp_path, ("04201d1", "04290d1")), str(tmp_path / "ds")
     args = ["--local", "--input", inp, "--output", out, "--image-size", str(SIZE), "--scale-px-per-mm", str(SCALE),

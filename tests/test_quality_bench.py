@@ -86,7 +86,6 @@ def _expected(work: str, config: str, dataset: str) -> dict[str, list[float]]:
 
 @pytest.mark.usefixtures("ray_session")
 def test_table3_smoke_numbers_match_recomputed_metrics(tmp_path):
-    sys.path.insert(0, ROOT)
     from bench.quality import main
 
     scale = tmp_path / "tiny.yaml"
@@ -138,7 +137,6 @@ def test_table3_smoke_numbers_match_recomputed_metrics(tmp_path):
 
 
 def test_unknown_configuration_is_a_clear_error(capsys):
-    sys.path.insert(0, ROOT)
     from bench.quality import main
 
     assert main(["table3", "--scale", "smoke", "--configs", "dce_d_dce,nope"]) == 2
@@ -146,7 +144,6 @@ def test_unknown_configuration_is_a_clear_error(capsys):
 
 
 def test_bad_scale_file_is_a_clear_error(tmp_path, capsys):
-    sys.path.insert(0, ROOT)
     from bench.quality import main
 
     bad = tmp_path / "bad.yaml"
@@ -158,7 +155,6 @@ def test_bad_scale_file_is_a_clear_error(tmp_path, capsys):
 
 def test_other_scale_on_existing_runs_is_refused(tmp_path, capsys):
     """Finished steps are skipped by existence: a changed schedule must not silently reuse old runs."""
-    sys.path.insert(0, ROOT)
     from bench.quality import main
 
     runs = tmp_path / "work" / "runs"
@@ -172,7 +168,6 @@ def test_other_scale_on_existing_runs_is_refused(tmp_path, capsys):
 
 def test_a_scale_key_added_later_compares_as_its_default(tmp_path):
     """Runs recorded before a key existed (e.g. footprint_head) stay usable when the key keeps its default."""
-    sys.path.insert(0, ROOT)
     from bench.quality import QualityScale, ScaleMismatch, check_scale
 
     scale = QualityScale(name="t", frgc_subjects=3)

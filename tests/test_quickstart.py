@@ -20,8 +20,7 @@ def test_help_explains_every_flag():
 
 
 def test_bad_settings_are_refused_before_any_work(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "jobs"))
-    import quickstart
+    from refine_ray.cli import quickstart
 
     assert quickstart.main(["--subjects", "1", "--out", str(tmp_path / "q")]) == 2
     assert not (tmp_path / "q").exists()

@@ -151,8 +151,7 @@ def test_end_to_end_on_s3_with_a_real_checkpoint_through_the_cli(s3_bucket, ray_
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs"))
-    import refine as refine_job
+    from refine_ray.cli import refine as refine_job
 
     from refine_ray.training.checkpoints import load_refiner
 

@@ -15,7 +15,6 @@ import pytest
 from refine_ray.inference.units import METRICS_SCHEMA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "jobs"))
 
 
 def _write_run(folder, coarse, refined, dataset="frgc"):
@@ -33,7 +32,7 @@ def _write_run(folder, coarse, refined, dataset="frgc"):
 
 
 def test_combined_table_has_each_run_and_one_coarse_row(tmp_path):
-    import report as report_job
+    from refine_ray.cli import report as report_job
 
     coarse = [0.12, 0.10, 0.14]
     _write_run(tmp_path / "dce", coarse, [0.08, 0.07, 0.09])
@@ -66,7 +65,7 @@ def test_different_inputs_get_a_coarse_row_per_run(tmp_path):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    import report as report_job
+    from refine_ray.cli import report as report_job
 
     rc = report_job.main(["--runs", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--out", str(tmp_path / "o")])
     assert rc == 2
@@ -84,7 +83,7 @@ def test_help_explains_the_job(job):
 
 
 def test_refine_cli_rejects_bad_config(tmp_path):
-    import refine as refine_job
+    from refine_ray.cli import refine as refine_job
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("batch_size: 0\nunknown_key: 1\n")

@@ -1,10 +1,12 @@
 """The dataset generator and its job: files in the real formats, read back; deterministic; Ray = serial; S3."""
 import csv
+import json
 import os
 
 import numpy as np
 import pytest
 
+from refine_ray.cli.synthesize import main
 from refine_ray.landmarks import formats
 from refine_ray.scans import discover_scans, read_scan
 from refine_ray.synth import registered_population
@@ -97,11 +99,10 @@ def test_s3_round_trip_from_ray_workers(s3_bucket, ray_session):
     assert scan.photo is not None and scan.landmarks_2d.shape == (68, 2) and scan.expression == "neutral"
 
 
-def test_job_registered(tmp_path):
-    from jobs.synthesize import main
-
-    summary = main(["--format", "registered", "--subjects", "3", "--out", str(tmp_path), "--seed", "5", "--serial",
-                    "--preview"])
+def test_job_registered(tmp_path, capsys):
+    assert main(["--format", "registered", "--subjects", "3", "--out", str(tmp_path), "--seed", "5", "--serial",
+                 "--preview"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert summary["scans"] == 3 and (tmp_path / "preview.png").stat().st_size > 5_000
     data = np.load(tmp_path / "registered.npz")
     verts, faces, lmi = registered_population(3, seed=5)
@@ -110,9 +111,6 @@ def test_job_registered(tmp_path):
     assert np.allclose(mesh.vertices, verts[1], atol=1e-4) and np.allclose(mesh.landmarks_3d, verts[1][lmi], atol=1e-9)
 
 
-def test_job_rejects_bad_flags(tmp_path):
-    from jobs.synthesize import main
-    from refine_ray.config import ConfigError
-
-    with pytest.raises(ConfigError, match="subjects"):
-        main(["--format", "frgc", "--subjects", "0", "--out", str(tmp_path)])
+def test_job_rejects_bad_flags(tmp_path, capsys):
+    assert main(["--format", "frgc", "--subjects", "0", "--out", str(tmp_path)]) == 2
+    assert "subjects" in capsys.readouterr().err

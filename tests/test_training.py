@@ -105,11 +105,8 @@ def test_checkpoints_load_with_weights_only_and_bad_files_are_named(tmp_path):
 
 
 def test_cli_names_missing_paths_and_bad_values(capsys):
-    import importlib.util
+    from refine_ray.cli import train as job
 
-    spec = importlib.util.spec_from_file_location("train_job", "jobs/train.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
     assert job.main(["--config", "configs/train/dce_d_dce.yaml"]) == 2
     assert "data, storage, name" in capsys.readouterr().err
     assert job.main(["--config", "configs/train/dce_d_dce.yaml", "--data", "d", "--storage", "s", "--name", "n",

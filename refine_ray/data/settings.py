@@ -1,4 +1,4 @@
-"""Typed settings of the preprocessing job: every CLI flag of jobs/preprocess.py has a key here."""
+"""Typed settings of the preprocessing job: each field is a flag of the preprocess job (refine_ray.cli)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from refine_ray.config import StrictModel
+from refine_ray.config import StrictModel, flag
 from refine_ray.data.codec import check_depth_step
 from refine_ray.geometry import DceNormalization
 
@@ -15,7 +15,8 @@ from refine_ray.geometry import DceNormalization
 class PoseSettings(StrictModel):
     """Pose augmentation (paper §5.4): `count` random rotations per scan on top of the original pose."""
 
-    count: int = Field(5, ge=0, le=64, description="random poses per scan besides the original (pose 0)")
+    count: int = Field(5, ge=0, le=64, description="random poses per scan besides the original (pose 0)",
+                       json_schema_extra=flag("--poses"))
     yaw_deg: float = Field(45.0, ge=0, le=90, description="yaw drawn uniformly in ±yaw_deg")
     pitch_deg: float = Field(20.0, ge=0, le=90, description="pitch drawn uniformly in ±pitch_deg")
     roll_deg: float = Field(20.0, ge=0, le=90, description="roll drawn uniformly in ±roll_deg")
@@ -31,8 +32,8 @@ class StorageSettings(StrictModel):
 
 
 class PreprocessSettings(StrictModel):
-    input: str | None = Field(None, description="folder or s3:// prefix holding the scans")
-    output: str | None = Field(None, description="dataset folder or s3:// prefix to write")
+    input: str | None = Field(None, description="folder or s3:// prefix with FRGC (.abs), Bosphorus (.bnt) or mesh scans")
+    output: str | None = Field(None, description="dataset folder or s3:// prefix: train/, test/, errors.parquet, manifest.json")
     model: str | None = Field(None, description="morphable model .npz; default: the built-in synthetic model")
     landmarks: str = Field("file", description="2D landmark provider: 'file' (landmarks shipped with each scan) or 'face_alignment'")
     landmark_group: str | None = Field(None, description="group of a multi-group menpo .ljson landmark file to use "
@@ -60,7 +61,7 @@ class PreprocessSettings(StrictModel):
     num_workers: int | None = Field(None, ge=1, description="parallel scan workers; default: the CPUs Ray sees")
     limit: int | None = Field(None, ge=1, description="process only the first N scans (sorted)")
     local: bool = Field(False, description="run in this process without Ray (small jobs, debugging)")
-    storage: StorageSettings = StorageSettings()
+    storage: StorageSettings = Field(StorageSettings(), json_schema_extra=flag(None))  # YAML or AWS_* env, never flags
 
     @model_validator(mode="after")
     def _normalization_is_valid(self):

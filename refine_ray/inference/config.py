@@ -1,9 +1,9 @@
-"""Configuration of the refinement job (jobs/refine.py): every CLI flag has a key here."""
+"""Configuration of the refinement job: each field is a flag of `refine-ray refine` (refine_ray.cli)."""
 from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from refine_ray.config import StrictModel
+from refine_ray.config import StrictModel, flag
 
 
 class FaultInjection(StrictModel):
@@ -17,31 +17,32 @@ class FaultInjection(StrictModel):
 
 
 class ReportSettings(StrictModel):
-    enabled: bool = True
+    enabled: bool = Field(True, description="write report/ (summary.json, report.md, report.html)",
+                          json_schema_extra=flag("--report"))
     heatmap_max_mm: float = Field(default=5.0, gt=0, description="colour scale limit of the error heat maps")
-    title: str | None = None
+    title: str | None = Field(None, description="report title")
 
 
 class RefineConfig(StrictModel):
     """Batch refinement: which model, which data, where the outputs go and how the work is spread."""
 
-    checkpoint: str | None = Field(default=None, description="stage checkpoint or run dir (its last stage)")
-    input: str | None = Field(default=None, description="folder/bucket of Parquet shards, or of raw scans")
-    output: str | None = Field(default=None, description="output folder/bucket")
+    checkpoint: str | None = Field(default=None, description="stage checkpoint, or a training run dir (its last stage); local or s3://")
+    input: str | None = Field(default=None, description="sample shards (the preprocess output) or raw scans; local or s3://")
+    output: str | None = Field(default=None, description="output folder or s3:// prefix")
     split: str | None = Field(default="test", description="only samples of this split; null = every sample")
-    batch_size: int = Field(default=32, ge=1)
-    gpu: bool = False
+    batch_size: int = Field(default=32, ge=1, description="images per model call")
+    gpu: bool = Field(False, description="one GPU per actor")
     num_actors: int = Field(default=1, ge=1, description="model replicas (one per actor; one GPU each with gpu)")
-    cpus_per_actor: float = Field(default=1.0, gt=0)
-    meshes: bool = False
+    cpus_per_actor: float = Field(default=1.0, gt=0, description="CPUs reserved per actor")
+    meshes: bool = Field(False, description="also write meshes/<sample>.ply (mm, vertex colours from the input RGB)")
     precision: str = Field(default="fp32", description="fp32 or bf16 (bf16 only on GPU)")
-    channels_last: bool = False
+    channels_last: bool = Field(False, description="NHWC memory format (faster convolutions on GPU)")
     overwrite: bool = Field(default=False, description="redo finished work units instead of skipping them")
     prepare: dict = Field(default_factory=dict, description=(
         "raw-scan input only: preprocessing settings (image_size, scale_px_per_mm, textured, normalization, "
         "landmarks, model, …) — the ones the model was trained with"))
     report: ReportSettings = ReportSettings()
-    fault_injection: FaultInjection = FaultInjection()
+    fault_injection: FaultInjection = Field(FaultInjection(), json_schema_extra=flag(None))
 
     @field_validator("precision")
     @classmethod
@@ -56,3 +57,13 @@ class RefineConfig(StrictModel):
         if v is not None and v not in ("train", "test"):
             raise ValueError("split must be 'train', 'test' or null")
         return v
+
+
+class CompareConfig(StrictModel):
+    """The report job: one comparison table over several refinement outputs."""
+
+    runs: list[str] = Field(default_factory=list, description="output folders (or s3:// prefixes) of the refine job")
+    labels: list[str] | None = Field(None, description="row label per run (default: each folder's name)")
+    out: str | None = Field(None, description="folder or s3:// prefix for summary.json, report.md, report.html")
+    title: str | None = Field(None, description="report title")
+    heatmap_max_mm: float = Field(5.0, gt=0, description="single run: colour-scale limit of the heat maps (mm)")

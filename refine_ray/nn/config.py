@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from refine_ray.config import StrictModel
+from refine_ray.config import StrictModel, flag
 from refine_ray.nn.channels import ChannelConfig
 from refine_ray.nn.progressive import resolutions
 
@@ -16,10 +16,11 @@ from refine_ray.nn.progressive import resolutions
 class ModelConfig(StrictModel):
     """Which network and which channels each component sees (paper Table 3)."""
 
-    kind: Literal["progressive", "pix2pix"] = "progressive"
-    generator_input: Literal["D", "DCE", "DCE+RGB"] = "DCE"
-    critic_input: Literal["D", "DCE"] = "D"
-    pixel_loss: Literal["D", "DCE"] = "DCE"
+    kind: Literal["progressive", "pix2pix"] = Field("progressive", description="network family",
+                                                    json_schema_extra=flag("--model-kind"))
+    generator_input: Literal["D", "DCE", "DCE+RGB"] = Field("DCE", description="channels the generator sees")
+    critic_input: Literal["D", "DCE"] = Field("D", description="channels the critic sees")
+    pixel_loss: Literal["D", "DCE"] = Field("DCE", description="channels of the pixel loss")
     max_resolution: int = Field(256, description="last stage's resolution (a power of two, 4..256)")
     max_channels: int = Field(128, ge=4, description="cap on feature widths (128 = paper; smaller for tests)")
     equalized_lr: bool = Field(False, description="PGGAN equalized learning rate (then use lr ~1e-3)")

@@ -1,11 +1,11 @@
-"""Typed training configuration (configs/train/*.yaml). Every CLI flag of jobs/train.py maps to a key here."""
+"""Typed training configuration (configs/train/*.yaml); each field is a flag of `refine-ray train` (refine_ray.cli)."""
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import Field
 
-from refine_ray.config import StrictModel, load_config
+from refine_ray.config import StrictModel, flag, load_config
 from refine_ray.nn.config import ModelConfig
 
 
@@ -31,15 +31,15 @@ class ScheduleConfig(StrictModel):
     """Progressive schedule: every resolution trains `iterations_per_stage` steps, the first
     `fade_fraction` of them fading the new blocks in (α linear 0→1)."""
 
-    iterations_per_stage: int = Field(10_000, ge=1)
-    batch_size: int = Field(4, ge=1, description="per worker")
+    iterations_per_stage: int = Field(10_000, ge=1, description="steps per resolution (paper: 10000)")
+    batch_size: int = Field(4, ge=1, description="images per step and worker (paper: 4)")
     fade_fraction: float = Field(0.5, gt=0, le=1)
     shuffle_buffer: int = Field(64, ge=0, description="rows in each worker's local shuffle buffer (0 = file order)")
     cache_mb: float = Field(512.0, ge=0, description="keep a worker's shard in memory after the first pass when "
                                                      "it fits (skips Ray Data's per-pass restart); 0 = always stream")
     crop_pad: float = Field(0.0625, ge=0, lt=0.5, description="max random shift, fraction of the side")
     checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
-    log_every: int = Field(50, ge=1)
+    log_every: int = Field(50, ge=1, description="iterations between metric lines")
     val_samples: int = Field(32, ge=0)
     grid_samples: int = Field(4, ge=1)
     seed: int = 0
@@ -48,24 +48,26 @@ class ScheduleConfig(StrictModel):
 class WorkersConfig(StrictModel):
     """Ray Train scaling: N workers, GPU or CPU (gloo), fractional CPUs on small machines."""
 
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-    max_failures: int = Field(2, ge=-1, description="worker failures survived by restarting from the last checkpoint")
+    num_workers: int = Field(1, ge=1, description="data-parallel training workers")
+    use_gpu: bool = Field(False, description="one GPU per worker (NCCL)", json_schema_extra=flag("--gpu"))
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per worker; may be fractional")
+    max_failures: int = Field(2, ge=-1, description="worker failures survived by restarting from the last checkpoint (-1 = always)")
     bf16: bool = Field(False, description="bf16 autocast on GPU")
 
 
 class TrainConfig(StrictModel):
-    data: str | None = Field(None, description="preprocessed dataset folder/URI (with train/, test/, manifest.json)")
+    data: str | None = Field(None, description="preprocessed dataset folder/URI with train/, test/ and manifest.json")
     storage: str | None = Field(None, description="folder/URI holding run directories")
-    name: str | None = Field(None, description="run name; re-running with the same name resumes")
-    init_from: str | None = Field(None, description="stage checkpoint to fine-tune from")
+    name: str | None = Field(None, description="run name; the same name resumes from the last checkpoint")
+    init_from: str | None = Field(None, description="stage checkpoint (file or run dir) to fine-tune from")
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     workers: WorkersConfig = WorkersConfig()
-    fail_at_step: int | None = Field(None, description="testing only: kill worker 0 once at this global step")
-    debug_dump_params: bool = Field(False, description="testing only: every worker saves its weights at checkpoints")
+    fail_at_step: int | None = Field(None, description="testing only: kill worker 0 once at this global step",
+                                     json_schema_extra=flag(None))
+    debug_dump_params: bool = Field(False, description="testing only: every worker saves its weights at checkpoints",
+                                    json_schema_extra=flag(None))
 
     def require_paths(self) -> None:
         missing = [k for k in ("data", "storage", "name") if not getattr(self, k)]

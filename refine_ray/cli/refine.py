@@ -1,0 +1,52 @@
+"""Refine coarse reconstructions with a trained model, at dataset scale on Ray Data, and report the error.
+
+  refine-ray refine --checkpoint RUN_OR_STAGE --input SHARDS_OR_SCANS --output DIR|s3://… [--meshes] [--gpu]
+  python jobs/refine.py …                (the same, as `ray job submit` runs it)
+
+--input is the output of the preprocess job (its test/ split by default), any folder/bucket of sample
+shards, or a folder/bucket of raw scans (preprocessed on the fly, original pose only). Shards
+without ground truth are refined without MAE. Outputs under --output: refined/*.parquet (refined
+D,C,E images, joinable by sample_id), metrics.parquet, errors.parquet, meshes/*.ply with --meshes,
+and report/{summary.json,report.md,report.html}. Re-running on the same output completes what is
+missing. Every flag overrides the config key named in its help.
+Exit status 0 on success, 1 when some samples failed (listed in errors.parquet), 2 when the job cannot run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from refine_ray.cli import EXIT_DONE, EXIT_SOME_FAILED, CannotRun, load, parser_for, run_job
+from refine_ray.inference.batch import run_refine
+from refine_ray.inference.config import RefineConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser_for(RefineConfig, "refine", __doc__, "YAML settings (configs/refine/*.yaml); flags override its keys")
+    p.add_argument("--all-splits", action="store_true", help="[split: null] refine every sample, whatever its split")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        cfg = load(RefineConfig, args)
+        if args.all_splits:
+            cfg.split = None
+        if not (cfg.checkpoint and cfg.input and cfg.output):
+            raise CannotRun("checkpoint, input and output are required (flags or config keys)")
+        result = run_refine(cfg)
+        print(json.dumps({"output": result.output, "samples_refined": result.samples_refined, "errors": result.errors,
+                          "units_run": result.units_run, "units_skipped": result.units_skipped,
+                          "report": result.report_dir}))
+        if result.report_dir:
+            print(f"report: {result.report_dir}/report.html", file=sys.stderr)
+        return EXIT_SOME_FAILED if result.errors else EXIT_DONE
+
+    return run_job(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
