@@ -28,9 +28,27 @@ class PreprocessError(RuntimeError):
 
 
 def load_model(settings: PreprocessSettings):
-    if settings.model:
-        return morphable.MorphableModel.load_npz(settings.model)
-    return morphable.default_model()
+    """The 3DMM named by `settings.model` (any format `morphable.load_model` reads; default: the built-in one),
+    checked to be usable by the landmark fit. Raises PreprocessError with one line naming the file."""
+    from refine_ray import morphable
+    from refine_ray.morphable.fitting import MIN_LANDMARKS
+
+    if not settings.model:
+        if settings.model_landmarks:
+            raise PreprocessError("model_landmarks needs a model (--model) to apply to")
+        return morphable.default_model()
+    try:
+        model = morphable.load_model(settings.model, landmarks=settings.model_landmarks)
+    except morphable.ModelFormatError as exc:
+        raise PreprocessError(f"model {exc}") from None
+    except Exception as exc:  # a reader library failing on a damaged file: still one line, never a traceback
+        raise PreprocessError(f"model {settings.model}: cannot be read ({type(exc).__name__}: {exc})") from None
+    known = int((model.landmark_index >= 0).sum())
+    if known < MIN_LANDMARKS:
+        raise PreprocessError(
+            f"model {settings.model}: defines only {known} of the 68 iBUG landmark vertices (the fit needs "
+            f"{MIN_LANDMARKS}); pass --model-landmarks <mapping> (a 68-index file or an eos ibug_to_*.txt)")
+    return model
 
 
 def make_landmark_provider(settings: PreprocessSettings):
@@ -85,13 +103,16 @@ def process_batch(uris: list[str], settings: PreprocessSettings, model, provider
 
 
 class BatchWorker:
-    """Ray Data actor: loads the model once, then commits each batch of scan URIs it receives."""
+    """Ray Data actor: takes the model the driver loaded (from the object store: `model_ref` is a one-element
+    list so Ray passes the reference, not a copy in the task spec), then commits each batch of scan URIs."""
 
-    def __init__(self, settings_json: str, credentials: storage.WorkerCredentials | None = None):
+    def __init__(self, settings_json: str, model_ref: list, credentials: storage.WorkerCredentials | None = None):
+        import ray
+
         if credentials:
             credentials.apply()
         self.settings = PreprocessSettings.model_validate_json(settings_json)
-        self.model = load_model(self.settings)
+        self.model = ray.get(model_ref[0])
         self.provider = make_landmark_provider(self.settings)
         self.norm = normalization(self.settings)
         self.store = ShardStore(self.settings.output, self.settings.compression)
@@ -148,6 +169,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
                                settings.storage.access_key_id, settings.storage.secret_access_key).apply_to_env()
     started = time.perf_counter()
     uris = discover(settings)
+    model = load_model(settings)    # once, on the driver, before Ray starts: a bad model is one line, exit 2
     store = ShardStore(settings.output, settings.compression)
     storage.makedirs(settings.output)
     entries = store.ledger()
@@ -172,9 +194,9 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     first_result = None
     if todo:
         if use_ray:
-            outcomes_iter = _run_ray(todo, settings)
+            outcomes_iter = _run_ray(todo, settings, model)
         else:
-            outcomes_iter = _run_local(todo, settings)
+            outcomes_iter = _run_local(todo, settings, model)
         for uri, status, n, *_ in outcomes_iter:
             if first_result is None:
                 first_result = time.perf_counter() - started
@@ -229,8 +251,8 @@ def _batches(todo: list[str], settings: PreprocessSettings, workers: int) -> int
     return max(1, min(settings.scans_per_shard, math.ceil(len(todo) / max(1, 2 * workers))))
 
 
-def _run_local(todo: list[str], settings: PreprocessSettings):
-    model, provider, norm = load_model(settings), make_landmark_provider(settings), normalization(settings)
+def _run_local(todo: list[str], settings: PreprocessSettings, model):
+    provider, norm = make_landmark_provider(settings), normalization(settings)
     store = ShardStore(settings.output, settings.compression)
     size = _batches(todo, settings, 1)
     for i in range(0, len(todo), size):
@@ -238,12 +260,13 @@ def _run_local(todo: list[str], settings: PreprocessSettings):
             yield o.uri, o.status, o.samples, o.cpu_seconds
 
 
-def _run_ray(todo: list[str], settings: PreprocessSettings):
+def _run_ray(todo: list[str], settings: PreprocessSettings, model):
     import ray
 
     env = storage.worker_env()
     if not ray.is_initialized():
         ray.init(runtime_env={"env_vars": env} if env else None, configure_logging=False)
+    model_ref = ray.put(model)      # one copy in the object store, shared by every worker on a node
     workers = settings.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     size = _batches(todo, settings, workers)
     n_batches = math.ceil(len(todo) / size)
@@ -254,7 +277,7 @@ def _run_ray(todo: list[str], settings: PreprocessSettings):
         # Settings without their storage section (it may hold credentials); the store settings go by
         # storage.worker_credentials, so workers of an already running Ray reach the same store.
         fn_constructor_kwargs={"settings_json": settings.model_copy(update={"storage": StorageSettings()}).model_dump_json(),
-                               "credentials": storage.worker_credentials()},
+                               "model_ref": [model_ref], "credentials": storage.worker_credentials()},
         batch_size=size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=min(workers, n_batches)),

@@ -34,7 +34,11 @@ class StorageSettings(StrictModel):
 class PreprocessSettings(StrictModel):
     input: str | None = Field(None, description="folder or s3:// prefix with FRGC (.abs), Bosphorus (.bnt) or mesh scans")
     output: str | None = Field(None, description="dataset folder or s3:// prefix: train/, test/, errors.parquet, manifest.json")
-    model: str | None = Field(None, description="morphable model .npz; default: the built-in synthetic model")
+    model: str | None = Field(None, description="morphable model: .npz, BFM 2017 .h5, BFM 2009 .mat, eos .bin or an "
+                                                "ICT-FaceKit folder, loaded and checked before anything runs; default: "
+                                                "the built-in synthetic model")
+    model_landmarks: str | None = Field(None, description="iBUG-68 vertices of the model: a file of 68 vertex indices "
+                                                          "or an eos ibug_to_*.txt mapping (BFM and eos files carry none)")
     landmarks: str = Field("file", description="2D landmark provider: 'file' (landmarks shipped with each scan) or 'face_alignment'")
     landmark_group: str | None = Field(None, description="group of a multi-group menpo .ljson landmark file to use "
                                        "(default: the only group, else the first with 68 points)")

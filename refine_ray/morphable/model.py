@@ -6,6 +6,7 @@ that component), so a single prior weight means the same thing for every model a
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -179,5 +180,5 @@ class MorphableModel:
             if exc.source != str(uri):
                 raise ModelFormatError(str(uri), exc.problem) from None
             raise
-        except (ValueError, OSError, KeyError) as exc:
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             raise ModelFormatError(str(uri), f"not a readable .npz model ({exc})") from exc
