@@ -83,11 +83,14 @@ def _job():
 
 
 def _inputs(out):
-    rows = [r for f in sorted(os.listdir(os.path.join(out, "test"))) for r in pq.read_table(
-        os.path.join(out, "test", f)).to_pylist()]
-    rows.sort(key=lambda r: r["sample_id"])
-    return [np.frombuffer(r["input"], dtype=np.float32) if isinstance(r["input"], bytes) else np.asarray(r["input"],
-            dtype=np.float32) for r in rows], [r["fit_rms_px"] for r in rows]
+    """(input images, fit RMS) of every sample under out/test, by sample id."""
+    import pyarrow as pa
+
+    from refine_ray.data.schema import decode_images
+
+    table = pa.concat_tables([pq.read_table(os.path.join(out, "test", f)) for f in sorted(os.listdir(os.path.join(out, "test")))])
+    table = table.sort_by("sample_id")
+    return list(decode_images(table)["input"]), table.column("fit_rms_px").to_pylist()
 
 
 def test_eos_and_ict_models_drive_preprocess_like_the_npz(model, scans, tmp_path):

@@ -19,6 +19,7 @@ from refine_ray.data.settings import PreprocessSettings, StorageSettings
 from refine_ray.data.shards import ScanOutcome, ShardStore, summarize
 from refine_ray.geometry import DceNormalization
 from refine_ray.landmarks import make_provider
+from refine_ray.morphable.fitting import MIN_LANDMARKS
 from refine_ray.scans import discover_scans, read_scan
 from refine_ray.scans.readers import split_name
 
@@ -30,9 +31,6 @@ class PreprocessError(RuntimeError):
 def load_model(settings: PreprocessSettings):
     """The 3DMM named by `settings.model` (any format `morphable.load_model` reads; default: the built-in one),
     checked to be usable by the landmark fit. Raises PreprocessError with one line naming the file."""
-    from refine_ray import morphable
-    from refine_ray.morphable.fitting import MIN_LANDMARKS
-
     if not settings.model:
         if settings.model_landmarks:
             raise PreprocessError("model_landmarks needs a model (--model) to apply to")
