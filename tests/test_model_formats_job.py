@@ -76,8 +76,7 @@ def _write_eos(path, m):
 
 
 def _job():
-    sys.path.insert(0, os.path.join(ROOT, "jobs"))
-    import preprocess
+    from refine_ray.cli import preprocess
 
     return preprocess
 
