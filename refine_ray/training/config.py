@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from refine_ray import storage
 from refine_ray.config import StrictModel, flag, load_config
 from refine_ray.nn.config import ModelConfig
 
@@ -50,9 +51,12 @@ class WorkersConfig(StrictModel):
 
     num_workers: int = Field(1, ge=1, description="data-parallel training workers")
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL)", json_schema_extra=flag("--gpu"))
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs per worker; may be fractional")
+    cpus_per_worker: float | None = Field(None, gt=0, description="CPUs reserved per worker (may be fractional); "
+                                          "default 1, or the share that leaves Ray Data one CPU of the cluster")
     max_failures: int = Field(2, ge=-1, description="worker failures survived by restarting from the last checkpoint (-1 = always)")
     bf16: bool = Field(False, description="bf16 autocast on GPU")
+    stall_timeout_s: float = Field(900.0, ge=0, description="stop with a diagnosis (exit 2) when the run reports no "
+                                                           "progress for this long; 0 = wait forever")
 
 
 class TrainConfig(StrictModel):
@@ -68,6 +72,22 @@ class TrainConfig(StrictModel):
                                      json_schema_extra=flag(None))
     debug_dump_params: bool = Field(False, description="testing only: every worker saves its weights at checkpoints",
                                     json_schema_extra=flag(None))
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        """A run name is a folder name: refused when it is not one already (never silently changed,
+        so 'a b' and 'a_b' cannot share a run)."""
+        if value is None:
+            return value
+        try:
+            plain = storage.safe_name(value)
+        except ValueError:
+            plain = None
+        if plain != value:
+            hint = f" (e.g. {plain!r})" if plain else ""
+            raise ValueError(f"run name {value!r} is not a plain folder name: use letters, digits, '-', '_', '.'{hint}")
+        return value
 
     def require_paths(self) -> None:
         missing = [k for k in ("data", "storage", "name") if not getattr(self, k)]

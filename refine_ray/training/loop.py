@@ -254,7 +254,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     os._exit(1)
             if log and ((it + 1) % sch.log_every == 0 or it + 1 == n_iter):
                 rec = {"kind": "train", "step": global_step, "stage": stage, "resolution": r,
-                       "iteration": it + 1, "alpha": alpha, **stats}
+                       "iteration": it + 1, "alpha": alpha, "time": time.time(), **stats}
                 log.add(rec)
                 print(f"[train] stage {stage} ({r}x{r}) it {it + 1}/{n_iter} α={alpha:.2f} "
                       + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)

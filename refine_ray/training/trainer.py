@@ -14,6 +14,7 @@ from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.batches import COLUMNS, decode_for_training
 from refine_ray.training.config import TrainConfig
 from refine_ray.training.loop import CREDENTIALS_KEY, METRICS_FILE, stage_plan, train_loop_per_worker
+from refine_ray.training.monitor import RunMonitor, TrainingStalled, describe_resources, plan_cpus_per_worker
 
 
 @dataclass
@@ -88,7 +89,8 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
                         fn_kwargs={"with_scan_holes": cfg.optim.ignore_scan_holes})
 
     w = cfg.workers
-    resources = {"CPU": w.cpus_per_worker}
+    resources = {"CPU": plan_cpus_per_worker(w.cpus_per_worker, w.num_workers, ray.cluster_resources().get("CPU", 0.0),
+                                             log=lambda m: print(m, flush=True))}
     if w.use_gpu:
         resources["GPU"] = 1
     run_kwargs: dict[str, Any] = {"name": cfg.name, "failure_config": FailureConfig(max_failures=w.max_failures)}
@@ -114,7 +116,17 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     print(f"[train] {cfg.model.kind} {cfg.model.generator_input}|{cfg.model.critic_input}|{cfg.model.pixel_loss}, "
           f"stages {stage_plan(cfg)}, {cfg.schedule.iterations_per_stage} it/stage, "
           f"{w.num_workers} worker(s) {'GPU' if w.use_gpu else 'CPU'} → {run_dir}", flush=True)
-    result = trainer.fit()
+    monitor = RunMonitor(storage.join(run_dir, METRICS_FILE), cfg.schedule.batch_size * w.num_workers,
+                         w.stall_timeout_s, lambda: describe_resources(w.num_workers, resources))
+    try:
+        with monitor:
+            result = trainer.fit()
+    except BaseException:
+        if monitor.stalled:
+            raise TrainingStalled(monitor.stalled) from None
+        raise
+    if monitor.stalled:
+        raise TrainingStalled(monitor.stalled)
     out = TrainResult(
         run_dir=run_dir,
         stage_checkpoints=[u for _, u in ckpt.stage_checkpoints(run_dir)],
