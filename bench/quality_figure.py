@@ -101,8 +101,8 @@ def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri
                 vmax_mm: float = 4.0) -> dict[str, Any]:
     """Shaded coarse | each model | ground truth, then the |depth error| map (mm) of coarse and of each model.
 
-    Error maps are drawn on the pixels the surface and the ground truth both cover (white elsewhere), on one
-    colour scale 0..`vmax_mm` for every panel, so a region the refinement improves shows as darker."""
+    Error maps are drawn on the pixels every surface delivers and the ground truth covers (white elsewhere), on
+    one colour scale 0..`vmax_mm` for every panel, so a region the refinement improves shows as lighter."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,11 +128,13 @@ def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri
                     surfaces.append((label, norm.denormalize_depth(img[..., 0]), m))
             shaded = [(name, shade(z, m, scale), "gray") for name, z, m in surfaces]
             shaded.append(("ground truth", shade(gt, gt_m, scale), "gray"))
+            both = gt_m.copy()   # the pixels every surface delivers and the ground truth has: one set for all maps
+            for _, _, m in surfaces:
+                both &= m
             errors = []
-            for name, z, m in surfaces:
-                both = m & gt_m
+            for name, z, _ in surfaces:
                 err = np.where(both, np.abs(z - gt), np.nan)
-                errors.append((f"|{name} − gt| (mean {np.nanmean(err):.2f} mm)", err, "magma_r"))
+                errors.append((f"|{name} − gt|\nmean {np.nanmean(err):.2f} mm", err, "magma_r"))
             rows.append((f"{ds}: {sid}", shaded + errors))
     if not rows:
         raise ValueError("detail_grid: no original-pose test samples found")
@@ -151,10 +153,10 @@ def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri
                     im = ax.imshow(img, cmap=cm, vmin=0, vmax=vmax_mm)
                 ax.set_title(name, fontsize=7)
         axes[r, 0].text(-0.05, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
-    if any(p[2] != "gray" for _, ps in rows for p in ps):
-        fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.6, label="|depth error| (mm)")
+    fig.tight_layout(rect=(0, 0, 0.92, 1))
+    fig.colorbar(im, cax=fig.add_axes((0.93, 0.3, 0.015, 0.4)), label="|depth error| (mm)")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     storage.atomic_write_bytes(out_uri, buf.getvalue())
     return {"path": out_uri, "samples": [t for t, _ in rows]}
