@@ -33,7 +33,7 @@ def load_config(model: type[M], path: str | None = None, overrides: dict[str, An
     Overrides whose value is None are ignored, so argparse defaults of None mean "keep the file's value".
     """
     data: dict[str, Any] = {}
-    source = path or "<defaults>"
+    source = path or "flags"
     if path:
         try:
             loaded = yaml.safe_load(storage.read_text(path))
@@ -57,8 +57,10 @@ def load_config(model: type[M], path: str | None = None, overrides: dict[str, An
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        lines = []
+        problems = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-            lines.append(f"  {loc}: {err['msg']}")
-        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines)) from None
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            # a nested check (e.g. refine's prepare block) already names its full key path
+            problems.append(msg if msg.startswith(loc + ".") else f"{loc}: {msg}")
+        raise ConfigError(f"{source}: invalid configuration: " + "; ".join(problems)) from None  # one line

@@ -5,11 +5,12 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from refine_ray.config import StrictModel, flag
 from refine_ray.data.codec import check_depth_step
 from refine_ray.geometry import DceNormalization
+from refine_ray.landmarks import PROVIDERS
 
 
 class PoseSettings(StrictModel):
@@ -40,6 +41,13 @@ class PreprocessSettings(StrictModel):
     model_landmarks: str | None = Field(None, description="iBUG-68 vertices of the model: a file of 68 vertex indices "
                                                           "or an eos ibug_to_*.txt mapping (BFM and eos files carry none)")
     landmarks: str = Field("file", description="2D landmark provider: 'file' (landmarks shipped with each scan) or 'face_alignment'")
+    @field_validator("landmarks")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            raise ValueError(f"unknown landmark provider {value!r} (choose from {', '.join(PROVIDERS)})")
+        return value
+
     landmark_group: str | None = Field(None, description="group of a multi-group menpo .ljson landmark file to use "
                                        "(default: the only group, else the first with 68 points)")
     landmark_noise_px: float = Field(0.0, ge=0, description="σ of Gaussian noise (px) added to the 2D landmarks before the 3DMM fit")

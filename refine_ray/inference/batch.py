@@ -120,6 +120,21 @@ def _read_normalization(input_uri: str) -> dict | None:
         return None
 
 
+def check_checkpoint(checkpoint: str, input_uri: str) -> None:
+    """Load the checkpoint on the driver, before Ray starts, as the actors will (weights_only=True):
+    a missing, unsafe or foreign file fails here in one line (CheckpointError), and so does a model
+    that needs more input channels than the input's manifest lists."""
+    refiner = load_model(checkpoint)
+    need = int(getattr(refiner, "input_channels", 0) or 0)
+    try:
+        have = len(read_manifest(input_uri).get("input_channels") or []) if not str(input_uri).endswith(".parquet") else 0
+    except (FileNotFoundError, ValueError):
+        have = 0   # raw scans or bare shards: checked per sample
+    if need and have and have < need:
+        raise ValueError(f"{checkpoint}: the model needs {need} input channels, {input_uri} has {have} "
+                         "(a DCE+RGB model needs a textured dataset)")
+
+
 def _parquet_bytes(table: pa.Table) -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
@@ -136,6 +151,8 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
     checkpoint = model if model is not None else cfg.checkpoint
     if checkpoint is None or not cfg.input or not cfg.output:
         raise ValueError("refine needs checkpoint, input and output (flags or config keys)")
+    if isinstance(checkpoint, str):
+        check_checkpoint(checkpoint, cfg.input)
     storage.makedirs(cfg.output)
 
     split = cfg.split

@@ -1,9 +1,12 @@
 """Configuration of the refinement job: each field is a flag of `refine-ray refine` (refine_ray.cli)."""
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from refine_ray.config import StrictModel, flag
+from refine_ray.data.settings import PreprocessSettings
+
+PREPARE_FIXED = ("input", "output", "poses", "split")   # decided by the refine job for raw-scan input
 
 
 class FaultInjection(StrictModel):
@@ -43,6 +46,18 @@ class RefineConfig(StrictModel):
         "landmarks, model, …) — the ones the model was trained with"))
     report: ReportSettings = ReportSettings()
     fault_injection: FaultInjection = Field(FaultInjection(), json_schema_extra=flag(None))
+
+    @field_validator("prepare")
+    @classmethod
+    def _prepare(cls, value: dict) -> dict:
+        """Checked as preprocessing settings now, so a typo fails before anything runs, named by its
+        full key path (prepare.<key>)."""
+        try:
+            PreprocessSettings.model_validate({k: v for k, v in value.items() if k not in PREPARE_FIXED})
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"prepare.{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+                                       for e in exc.errors())) from None
+        return value
 
     @field_validator("precision")
     @classmethod

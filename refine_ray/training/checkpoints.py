@@ -8,6 +8,7 @@ Everything inside is tensors and primitive types so `torch.load(weights_only=Tru
 from __future__ import annotations
 
 import io
+import pickle
 import posixpath
 import re
 from typing import Any
@@ -51,8 +52,12 @@ def load_checkpoint(uri: str) -> dict[str, Any]:
         raise CheckpointError(f"{uri}: checkpoint not found") from exc
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{uri}: not a loadable checkpoint: it holds objects other than tensors and plain "
+                              "data, which are never unpickled (torch.load weights_only=True)") from exc
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise CheckpointError(f"{uri}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{uri}: not a loadable checkpoint ({type(exc).__name__}: {first})") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{uri}: not a refine-ray training checkpoint (format {FORMAT} expected)")
     return state

@@ -70,6 +70,11 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
         raise ValueError(f"{cfg.data}: dataset has {have} input channels, generator input "
                          f"{cfg.model.generator_input} needs {need} (DCE+RGB needs a textured dataset)")
 
+    if cfg.init_from:   # on the driver, before Ray: a missing, unsafe or other-model checkpoint fails here
+        src = ckpt.resolve_checkpoint(cfg.init_from)
+        if ckpt.load_checkpoint(src)["config"]["model"] != cfg.model.model_dump(mode="json"):
+            raise ckpt.CheckpointError(f"{src}: --init-from checkpoint has a different model config than this run")
+
     run_dir = storage.join(cfg.storage, cfg.name)
     storage.makedirs(run_dir)
     storage.atomic_write_text(storage.join(run_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json")))
