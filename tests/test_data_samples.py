@@ -99,14 +99,20 @@ def test_generic_mesh_without_photo_uses_its_3d_landmarks_seen_from_the_front(mo
     face = make_face(Identity.sample(np.random.default_rng(3)), "m001")
     scan = Scan(scan_id="m001", subject_id="m001", dataset="mesh", source="/data/m001.ply",
                 vertices=face.vertices, faces=face.faces, landmarks_3d=face.landmarks_3d)
-    with pytest.raises(SampleBuildError, match="no photo"):
-        build_samples(scan, _settings(), model, None, [Pose(0, 0, 0, 0)])
+    textured = build_samples(scan, _settings(), model, None, [Pose(0, 0, 0, 0)])      # its frontal render is the photo
+    assert textured[0]["input_channels"] == 6
     rows = build_samples(scan, _settings(textured=False, crop_contour=False), model, None, sample_poses("m", 2, 45, 20, 20, 0))
-    anchor = face.landmarks_3d[ANCHOR].mean(axis=0)
+    # the design's camera frame: the mesh turned rigidly onto the model's mean landmarks (Kabsch, no scale)
+    src = face.landmarks_3d - face.landmarks_3d.mean(axis=0)
+    dst = model.landmarks_3d() - model.landmarks_3d().mean(axis=0)
+    u, _, vt = np.linalg.svd(dst.T @ src)
+    turn = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt
+    aligned = face.landmarks_3d @ turn.T
+    anchor = aligned[ANCHOR].mean(axis=0)
     for row in rows:
         assert row["input_channels"] == 3 and row["target_rgb"] is None
         A = rotation_from_angles(row["yaw"], row["pitch"], row["roll"])
-        cam = (face.landmarks_3d - anchor) @ A.T
+        cam = (aligned - anchor) @ A.T
         expected = np.stack([SIZE / 2 + SCALE * cam[:, 0], SIZE / 2 - SCALE * cam[:, 1]], axis=1)
         np.testing.assert_allclose(np.asarray(row["landmarks_image"]).reshape(68, 2), expected, atol=0.05)
         coarse = np.asarray(row["landmarks_input_image"]).reshape(68, 2)

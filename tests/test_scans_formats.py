@@ -126,7 +126,11 @@ def test_obj_texture_colours_vertices_and_names_stay_inside(tmp_path):
     assert scan.faces.shape == (1, 3) and scan.vertices.shape == (3, 3)
     assert np.allclose(scan.vertex_colors[0], [1, 0, 0], atol=0.02)
     assert np.allclose(scan.vertex_colors[1], [0, 0, 1], atol=0.02)
-    assert np.allclose(scan.landmarks_2d[0], [1.5, 2.5])
+    assert scan.photo is None and scan.texture.shape == (2, 2, 3) and scan.uv.shape == (3, 2)   # an atlas, not a photo
+    assert scan.landmarks_2d is None         # 2D points belong to a photo, and a mesh has one only as <name>.photo.*
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "face.photo.png")
+    scan = read_scan(str(tmp_path / "face.obj"))
+    assert scan.photo.shape == (8, 8, 3) and np.allclose(scan.landmarks_2d[0], [1.5, 2.5])
 
 
 def test_ply_and_wrl(tmp_path):

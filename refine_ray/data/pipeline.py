@@ -63,7 +63,7 @@ def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) 
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         try:
-            scan = read_scan(uri, landmark_group=settings.landmark_group)
+            scan = read_scan(uri, landmark_group=settings.landmark_group, units=settings.scan_units)
         except Exception as exc:
             raise SampleBuildError(uri, "read", str(getattr(exc, "problem", None) or f"{type(exc).__name__}: {exc}")) from exc
         split = assign_split(scan.subject_id, settings.split, settings.train_fraction, settings.seed)

@@ -9,6 +9,7 @@ and the ground-truth image of every pose, and depth differences are millimetres.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -28,7 +29,9 @@ from refine_ray.geometry import (
     pixels_to_plane,
     plane_to_pixels,
 )
+from refine_ray.landmarks import LandmarkError
 from refine_ray.morphable import fit_landmarks
+from refine_ray.scans.frontal import AlignmentError, align_to_reference, lift_to_surface, render_frontal
 
 NOSE_TIP = 30
 MIN_LANDMARKS_3D = 6
@@ -217,8 +220,48 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
     return GroundTruth(v2, f2, lm3d, None if vpix is None else vpix[kept], projection)
 
 
+def frontalize(scan, settings: PreprocessSettings, model, provider):
+    """A mesh scan without a registered photo → the same scan in the camera frame (a rigid fit of its 3D
+    landmarks to the model's mean landmarks; its own size kept, its unit checked) with its frontal render
+    (settings.render_px_per_mm) as the photo and its 3D landmarks projected into it. Without 3D landmarks they
+    are detected on a render of the file's own frame (facing +z) by `provider` and lifted to the surface.
+    Other scans are returned unchanged."""
+    if scan.faces is None or scan.photo is not None:
+        return scan
+    src = scan.source
+    scale = settings.render_px_per_mm or settings.scale_px_per_mm
+    v, f = np.asarray(scan.vertices, float), np.asarray(scan.faces, np.int64)
+    lm3 = None if scan.landmarks_3d is None else np.asarray(scan.landmarks_3d, float)
+    if lm3 is None:
+        first = _stage(src, "render", lambda: render_frontal(v, f, None, scale, scan.vertex_colors, scan.uv, scan.texture))
+        probe = dataclasses.replace(scan, photo=first.photo, extra=dict(scan.extra, frontal_view=first.view))
+        try:
+            lm2 = provider.landmarks_for(probe, first.photo)
+        except LandmarkError as exc:
+            raise SampleBuildError(src, "landmarks", f"no landmark file, and no face found on the mesh's frontal render "
+                                   f"({exc.problem})") from None
+        lm3 = lift_to_surface(v, f, first.view, np.asarray(lm2, float))
+        if int(np.isfinite(lm3).all(axis=1).sum()) < MIN_LANDMARKS_3D:
+            raise SampleBuildError(src, "landmarks", "fewer than 6 detected landmarks lie on the mesh's frontal render")
+    for_fit = lm3
+    if scan.landmarks_3d is None:   # detected jaw points mark the view's outline, not fixed surface points
+        for_fit = lm3.copy()
+        for_fit[:17] = np.nan
+    try:
+        rigid = align_to_reference(for_fit, model.landmarks_3d(), settings.scan_units)
+    except AlignmentError as exc:
+        raise SampleBuildError(src, "align", str(exc)) from None
+    v2, lm3 = rigid.apply(v), rigid.apply(lm3)
+    r = _stage(src, "render", lambda: render_frontal(v2, f, lm3, scale, scan.vertex_colors, scan.uv, scan.texture))
+    extra = dict(scan.extra, photo="frontal render", to_camera=rigid.to_dict(), frontal_view=r.view)
+    return dataclasses.replace(scan, vertices=v2, landmarks_3d=lm3, photo=r.photo, vertex_pixels=r.vertex_pixels,
+                               landmarks_2d=r.landmarks_2d, extra=extra)
+
+
 def _landmarks_2d(scan, provider, settings: PreprocessSettings) -> np.ndarray:
     src = scan.source
+    if scan.extra.get("photo") == "frontal render":
+        return np.asarray(scan.landmarks_2d, float)     # the 3D landmarks projected: exact, no detector needed
     if scan.photo is None:
         if settings.textured:
             raise SampleBuildError(src, "landmarks", "no photo next to the scan (textured samples need one; set textured: false)")
@@ -246,6 +289,7 @@ def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, 
         norm = normalization
     else:
         norm = geo.DceNormalization.from_dict(settings.normalization) if settings.normalization else geo.DceNormalization()
+    scan = frontalize(scan, settings, model, landmark_provider)
     lm_clean = _landmarks_2d(scan, landmark_provider, settings)
     gt = prepare_ground_truth(scan, lm_clean, settings)
 

@@ -57,6 +57,10 @@ class PreprocessSettings(StrictModel):
     seed: int = Field(0, description="seeds the split and the pose draws")
     image_size: int = Field(256, ge=16, le=2048, description="square image side in pixels")
     scale_px_per_mm: float = Field(1.2, gt=0, description="fixed orthographic scale for coarse and ground truth")
+    scan_units: Literal["mm", "cm", "m"] = Field("mm", description="unit of the scans' coordinates and 3D landmarks; "
+                                                 "a face whose landmark distances do not fit it is an error row")
+    render_px_per_mm: float | None = Field(None, gt=0, description="scale of the frontal render that serves as the "
+                                           "photo of a mesh without one (default: scale_px_per_mm)")
     translation_px: tuple[float, float] = (0.0, 0.0)
     textured: bool = Field(True, description="add R,G,B of the photo to the input (DCE+RGB, 6 channels)")
     crop_radius_mm: float = Field(95.0, gt=0, description="sphere around the nose tip that crops the ground truth")

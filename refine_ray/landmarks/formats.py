@@ -109,7 +109,7 @@ def _as_points(points, dims: tuple[int, ...], what: str) -> np.ndarray:
 # ---------------------------------------------------------------- iBUG .pts
 
 def parse_pts(text: str, source: str = "<pts>") -> np.ndarray:
-    """iBUG/300-W .pts text → (N, 2) pixel (col, row), pixel centres at +0.5."""
+    """iBUG/300-W .pts text → (N, 2) pixel (col, row), pixel centres at +0.5; rows of 3 numbers → (N, 3) 3D points."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     n = None
     body_start = body_end = None
@@ -134,14 +134,15 @@ def parse_pts(text: str, source: str = "<pts>") -> np.ndarray:
         pts = np.array([[float(v) for v in r.split()] for r in rows], dtype=np.float64)
     except ValueError as exc:
         raise _err(source, f"non-numeric coordinate ({exc})") from None
-    if pts.shape != (n, 2):
-        raise _err(source, f"every row must hold 2 numbers, got shape {pts.shape}")
-    return pts - 0.5
+    if pts.ndim != 2 or pts.shape[0] != n or pts.shape[1] not in (2, 3):
+        raise _err(source, f"every row must hold 2 numbers (or 3 for 3D points), got shape {pts.shape}")
+    return pts - 0.5 if pts.shape[1] == 2 else pts     # 3D .pts (x y z per row): stored as is
 
 
-def format_pts(points_2d) -> str:
-    pts = _as_points(points_2d, (2,), "pts points") + 0.5
-    body = "\n".join(f"{_fmt(x)} {_fmt(y)}" for x, y in pts)
+def format_pts(points) -> str:
+    pts = _as_points(points, (2, 3), "pts points")
+    pts = pts + 0.5 if pts.shape[1] == 2 else pts
+    body = "\n".join(" ".join(_fmt(v) for v in p) for p in pts)
     return f"version: 1\nn_points: {len(pts)}\n{{\n{body}\n}}\n"
 
 
@@ -504,7 +505,8 @@ def read_landmarks(uri: str, group: str | None = None, check: bool = True) -> La
     """
     suffix = os.path.splitext(str(uri))[1].lower()
     if suffix == ".pts":
-        out = LandmarkSet(points_2d=read_pts(uri))
+        arr = read_pts(uri)
+        out = LandmarkSet(points_2d=arr) if arr.shape[1] == 2 else LandmarkSet(points_3d=arr)
     elif suffix == ".lm2":
         return LandmarkSet(points_2d=bosphorus_to_ibug68(read_lm2(uri)))
     elif suffix == ".lm3":

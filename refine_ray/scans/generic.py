@@ -1,12 +1,14 @@
-"""Generic meshes: OBJ / PLY through trimesh (an OBJ with a UV texture is coloured from its map),
-WRL (VRML) through pymeshlab. Material and texture names inside an OBJ are resolved only as plain
-file names next to the mesh (storage.safe_name), never as paths."""
+"""Generic meshes: OBJ (+ MTL + UV texture) / PLY (vertex colours) / GLB / GLTF through trimesh, WRL (VRML)
+through pymeshlab. Material and texture names inside a mesh file are resolved only as plain file names next
+to the mesh (storage.safe_name), never as paths; the names it referenced are kept, so a texture atlas
+beside the mesh is never mistaken for a photo of the face."""
 from __future__ import annotations
 
 import io
 import os
 import re
 import tempfile
+from dataclasses import dataclass, field
 
 import numpy as np
 import trimesh
@@ -21,8 +23,10 @@ class _SiblingResolver(trimesh.resolvers.Resolver):
 
     def __init__(self, folder: str, source: str):
         self.folder, self.source = folder, source
+        self.referenced: set[str] = set()
 
     def get(self, name):
+        self.referenced.add(storage.safe_name(name))
         try:
             return storage.read_bytes(storage.join(self.folder, storage.safe_name(name)))
         except (FileNotFoundError, ValueError):
@@ -57,18 +61,39 @@ def check_mesh_size(ext: str, data: bytes, source: str) -> None:
                                           f"(refine_ray.scans.limits.MAX_MESH_{'VERTICES' if kind == 'vertex' else 'FACES'})")
 
 
-def read_mesh(uri: str, data: bytes | None = None):
-    """→ (vertices (N,3) float64, faces (F,3) int64, vertex_colors (N,3) float in [0,1] or None)."""
+@dataclass
+class MeshData:
+    """A mesh as read: vertices (N,3), faces (F,3); colours (N,3) in [0,1] (vertex colours, or the texture
+    sampled at the vertices); uv (N,2) and texture (h,w,3) uint8 when textured; the sibling files it referenced."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    referenced: set = field(default_factory=set)
+
+
+def _texture_image(material):
+    """The base-colour image of a trimesh material (SimpleMaterial.image or PBRMaterial.baseColorTexture)."""
+    img = getattr(material, "image", None)
+    if img is None:
+        img = getattr(material, "baseColorTexture", None)
+    return img
+
+
+def read_mesh_data(uri: str, data: bytes | None = None) -> MeshData:
+    """Read any supported mesh file (local or s3://) with its colours and texture; bad files → ScanFormatError."""
     uri = str(uri)
     ext = os.path.splitext(uri)[1].lower().lstrip(".")
     data = storage.read_bytes(uri) if data is None else data
     check_mesh_size(ext, data, uri)
     if ext == "wrl":
-        return _read_wrl(uri, data)
+        return MeshData(*_read_wrl(uri, data))
     folder = uri.rsplit("/", 1)[0] if "/" in uri else "."
+    resolver = _SiblingResolver(folder, uri)
     try:
-        mesh = trimesh.load(io.BytesIO(data), file_type=ext, force="mesh", process=False,
-                            resolver=_SiblingResolver(folder, uri))
+        mesh = trimesh.load(io.BytesIO(data), file_type=ext, force="mesh", process=False, resolver=resolver)
     except Exception as exc:   # trimesh raises many types for bad files
         raise ScanFormatError(uri, f"cannot parse {ext.upper()} mesh ({type(exc).__name__}: {exc})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0 or len(mesh.faces) == 0:
@@ -77,13 +102,25 @@ def read_mesh(uri: str, data: bytes | None = None):
     faces = np.asarray(mesh.faces, dtype=np.int64)
     if not np.isfinite(vertices).all():
         raise ScanFormatError(uri, "non-finite vertex coordinates")
-    colors = None
+    out = MeshData(vertices, faces, referenced=resolver.referenced)
     visual = mesh.visual
-    if visual.kind == "texture" and getattr(visual.material, "image", None) is not None and visual.uv is not None:
-        colors = np.asarray(visual.to_color().vertex_colors, dtype=np.float64)[:, :3] / 255.0
+    image = _texture_image(getattr(visual, "material", None)) if visual.kind == "texture" else None
+    if image is not None and getattr(visual, "uv", None) is not None and len(visual.uv) == len(vertices):
+        if image.width * image.height > limits.MAX_PHOTO_PIXELS:
+            raise ScanFormatError(uri, f"texture of {image.width}×{image.height} pixels exceeds the limit of "
+                                       f"{limits.MAX_PHOTO_PIXELS}")
+        out.texture = np.asarray(image.convert("RGB"))
+        out.uv = np.asarray(visual.uv, dtype=np.float64)[:, :2]
+        out.colors = np.asarray(visual.to_color().vertex_colors, dtype=np.float64)[:, :3] / 255.0
     elif visual.kind == "vertex":
-        colors = np.asarray(visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
-    return vertices, faces, colors
+        out.colors = np.asarray(visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
+    return out
+
+
+def read_mesh(uri: str, data: bytes | None = None):
+    """→ (vertices (N,3) float64, faces (F,3) int64, vertex_colors (N,3) float in [0,1] or None)."""
+    m = read_mesh_data(uri, data)
+    return m.vertices, m.faces, m.colors
 
 
 def _read_wrl(uri: str, data: bytes):

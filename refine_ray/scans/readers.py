@@ -21,10 +21,12 @@ from refine_ray.landmarks import formats
 from refine_ray.scans import bosphorus, frgc, generic, limits
 from refine_ray.scans.record import Scan, ScanFormatError
 
-PRIMARY_SUFFIXES = (".abs.gz", ".abs", ".bnt", ".obj", ".ply", ".wrl")
-PHOTO_SUFFIXES = (".ppm", ".png", ".jpg", ".jpeg")
+PRIMARY_SUFFIXES = (".abs.gz", ".abs", ".bnt", ".obj", ".ply", ".wrl", ".glb", ".gltf")
+PHOTO_SUFFIXES = (".ppm", ".png", ".jpg", ".jpeg")            # range grids: the scanner's registered photo
+MESH_PHOTO_SUFFIXES = tuple(".photo" + s for s in PHOTO_SUFFIXES)   # meshes: only `<name>.photo.<ext>`
+UNITS_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
 LANDMARK_2D_ORDER = (".pts", ".ljson", ".json", ".lm2", ".txt", ".csv", ".npy")
-LANDMARK_3D_ORDER = (".lm3", ".json", ".ljson", ".txt", ".csv", ".npy")
+LANDMARK_3D_ORDER = (".lm3", ".json", ".ljson", ".pts", ".txt", ".csv", ".npy")
 METADATA_NAME = "scans.csv"
 
 
@@ -111,12 +113,18 @@ def _landmarks(sibs: dict[str, str], group: str | None = None):
     return found[2], found[3]
 
 
-def read_scan(uri: str, landmark_group: str | None = None) -> Scan:
-    """Read one scan (any supported format, local or s3://) into a Scan record; bad files → ScanFormatError.
+def read_scan(uri: str, landmark_group: str | None = None, units: str = "mm") -> Scan:
+    """Read one scan (any supported format, local or s3://) into a Scan record in mm; bad files → ScanFormatError.
 
     landmark_group: the group of a multi-group menpo .ljson to use (default: the only one / first of 68 points).
+    units: the unit of the file's coordinates and 3D landmarks ('mm', 'cm' or 'm').
+    Registered photo: a range grid's same-name image (FRGC .ppm, Bosphorus .png); for a mesh only
+    `<name>.photo.{png,jpg,jpeg,ppm}`, and never an image the mesh itself references (its texture atlas).
     """
     uri = str(uri)
+    if units not in UNITS_MM:
+        raise ValueError(f"units must be one of {sorted(UNITS_MM)}, got {units!r}")
+    mm = UNITS_MM[units]
     folder, base, sfx = split_name(uri)
     if not sfx:
         raise ScanFormatError(uri, f"not a scan file (supported: {', '.join(PRIMARY_SUFFIXES)})")
@@ -125,30 +133,42 @@ def read_scan(uri: str, landmark_group: str | None = None) -> Scan:
     except FileNotFoundError:
         raise ScanFormatError(uri, "file not found") from None
     sibs = _siblings(folder, base)
+    l2, l3 = _landmarks(sibs, landmark_group)
+    l3 = None if l3 is None else l3 * mm
+    extra: dict = {"units": units}
+
+    if sfx not in (".abs", ".abs.gz", ".bnt"):
+        m = generic.read_mesh_data(uri, data)
+        photo_uri = next((sibs[s] for s in MESH_PHOTO_SUFFIXES
+                          if s in sibs and posixpath.basename(sibs[s]) not in m.referenced), None)
+        if photo_uri:
+            extra["photo_uri"] = photo_uri
+        if m.texture is not None:
+            extra["texture_files"] = sorted(m.referenced)
+        meta = _folder_metadata(folder).get(base, {})
+        return Scan(scan_id=base, subject_id=meta.get("subject_id") or base, dataset=meta.get("dataset") or "mesh",
+                    source=uri, vertices=m.vertices * mm, faces=m.faces,
+                    photo=_read_photo(photo_uri) if photo_uri else None, vertex_colors=m.colors,
+                    landmarks_2d=l2 if photo_uri else None, landmarks_3d=l3, uv=m.uv, texture=m.texture,
+                    expression=meta.get("expression") or None, extra=extra)
+
     photo_uri = next((sibs[s] for s in PHOTO_SUFFIXES if s in sibs), None)
     photo = _read_photo(photo_uri) if photo_uri else None
-    l2, l3 = _landmarks(sibs, landmark_group)
-    extra: dict = {"photo_uri": photo_uri} if photo_uri else {}
-
+    if photo_uri:
+        extra["photo_uri"] = photo_uri
     if sfx in (".abs", ".abs.gz"):
         grid, valid = frgc.parse_abs(data, uri)
         meta = _folder_metadata(folder).get(base, {})
         dataset, subject, expression = "frgc", meta.get("subject_id") or base[:5], meta.get("expression") or None
         uv = None
-    elif sfx == ".bnt":
+    else:
         grid, valid, uv, stored_name = bosphorus.parse_bnt(data, uri)
         dataset = "bosphorus"
         subject, expression, occlusion = bosphorus.parse_name(base)
         extra["photo_name_in_file"] = stored_name          # informational only: never used as a path
         if occlusion:
             extra["occlusion"] = occlusion
-    else:
-        vertices, faces, colors = generic.read_mesh(uri, data)
-        meta = _folder_metadata(folder).get(base, {})
-        return Scan(scan_id=base, subject_id=meta.get("subject_id") or base, dataset=meta.get("dataset") or "mesh",
-                    source=uri, vertices=vertices, faces=faces, photo=photo, vertex_colors=colors,
-                    landmarks_2d=l2, landmarks_3d=l3, expression=meta.get("expression") or None, extra=extra)
-
+    grid = grid * mm
     rows, cols = np.nonzero(valid)
     vertex_pixels = None
     colors = None

@@ -37,5 +37,7 @@ class Scan:
     vertex_colors: np.ndarray | None = None   # (N, 3) float in [0, 1]
     landmarks_2d: np.ndarray | None = None    # (68, 2) float (col, row) in `photo`, NaN = missing
     landmarks_3d: np.ndarray | None = None    # (68, 3) float mm, NaN = missing
+    uv: np.ndarray | None = None              # (N, 2) texture coordinates of a textured mesh (origin bottom-left)
+    texture: np.ndarray | None = None         # (h, w, 3) uint8 texture atlas: colours the render, never a photo
     expression: str | None = None
     extra: dict = field(default_factory=dict)
