@@ -3,6 +3,8 @@ single-process PyTorch loop doing the same steps on the same device.
 
   python -m bench.train [--device cpu|cuda] [--steps 3] [--overhead-resolution 32] [--overhead-iterations 20]
 
+Also prints the achieved FLOP/s of the 256² step (its matmul and convolution FLOPs counted from the
+operators, refine_ray.nn.throughput) against a dense matmul's FLOP/s measured in the same run.
 Prints figures; asserts nothing. On a GPU it also projects the paper's full schedule
 (7 stages × 10,000 iterations × batch 4) from the measured per-stage rates.
 """
@@ -21,6 +23,7 @@ import torch
 
 from refine_ray import storage
 from refine_ray.nn.progressive import resolutions
+from refine_ray.nn.throughput import count_flops, matmul_flops_per_s
 from refine_ray.training.analytic_data import analytic_pair, write_analytic_dataset
 from refine_ray.training.batches import COLUMNS, crop_and_pad, decode_for_training, read_validation, reduce_images
 from refine_ray.training.config import TrainConfig
@@ -29,13 +32,18 @@ from refine_ray.training.loop import fade_alpha
 from refine_ray.training.trainer import train
 
 
-def stage_rate(cfg: TrainConfig, stage: int, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = 1) -> float:
-    """samples/s of ConditionalGan.step at one stage (synchronised on GPU)."""
+def stage_rate(cfg: TrainConfig, stage: int, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = 1,
+               flops: dict | None = None) -> float:
+    """samples/s of ConditionalGan.step at one stage (synchronised on GPU); with `flops`, the warm-up
+    step's FLOPs are counted into flops["per_step"]."""
     gan = ConditionalGan(cfg, x.device)
     r = resolutions(cfg.model.max_resolution)[stage]
     xs, ys = reduce_images(x, r), reduce_images(y, r)
-    for _ in range(warmup):
-        gan.step(xs, ys, stage, 0.5 if stage else 1.0)
+    for i in range(warmup):
+        if flops is not None and i == 0:
+            flops["per_step"] = count_flops(lambda: gan.step(xs, ys, stage, 0.5 if stage else 1.0))
+        else:
+            gan.step(xs, ys, stage, 0.5 if stage else 1.0)
     if x.device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
@@ -123,6 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps at 256² (after 1 warm-up step)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    p.add_argument("--matmul-n", type=int, default=2048, help="side of the dense matmul the step is held against")
     p.add_argument("--overhead-resolution", type=int, default=32, help="max resolution of the overhead comparison")
     p.add_argument("--overhead-iterations", type=int, default=20, help="iterations per stage in the comparison")
     p.add_argument("--skip-ray", action="store_true", help="only the 256² figure")
@@ -148,9 +157,18 @@ def main(argv=None) -> int:
     results = {}
     for bf16 in ([] if args.skip_256 else [False, True] if dev.type == "cuda" else [False]):
         cfg = TrainConfig.model_validate({"workers": {"bf16": bf16}, "schedule": {"batch_size": args.batch_size}})
-        rate = stage_rate(cfg, 6, x, y, args.steps)
-        results[f"256_fade_samples_per_s{'_bf16' if bf16 else ''}"] = rate
+        counted: dict = {}
+        rate = stage_rate(cfg, 6, x, y, args.steps, flops=counted)
+        tag = "_bf16" if bf16 else ""
+        results[f"256_fade_samples_per_s{tag}"] = rate
         print(f"256² stage (fade-in, DCE|D|DCE, batch {args.batch_size}{', bf16' if bf16 else ''}): {rate:.2f} samples/s")
+        # 2. how far that is from the machine's limit: the step's FLOPs against a dense matmul, same run
+        peak = matmul_flops_per_s(dev, torch.bfloat16 if bf16 else torch.float32, args.matmul_n)
+        achieved = counted["per_step"] * rate / args.batch_size
+        results.update({f"flops_per_step{tag}": counted["per_step"], f"achieved_flop_per_s{tag}": achieved,
+                        f"matmul_flop_per_s{tag}": peak, f"fraction_of_matmul{tag}": achieved / peak})
+        print(f"  {counted['per_step'] / 1e9:.1f} GFLOP per step → {achieved / 1e9:.2f} GFLOP/s achieved; dense "
+              f"{args.matmul_n}² matmul {peak / 1e9:.2f} GFLOP/s → {100 * achieved / peak:.1f} % of it")
         if dev.type == "cuda":
             per_stage = [stage_rate(cfg, s, x, y, args.steps * 5) for s in range(7)]
             hours = sum(10_000 * 4 / r for r in per_stage) / 3600
