@@ -12,6 +12,7 @@ re-run skips units whose marker exists — so every input sample ends up exactly
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from refine_ray.data.schema import decode_images
 from refine_ray.geometry import refined_footprint
 from refine_ray import metrics as M
 from refine_ray.inference.model import Predictor, depth_units_to_mm
+from refine_ray.inference.overlap import OrderedWriter, read_ahead
 
 PARTS = "parts"
 
@@ -249,15 +251,20 @@ def process_unit(
     split: str | None = None,
     mesh_writer: Any = None,
     kill_once_marker: str | None = None,
+    overlap: bool = True,
 ) -> dict[str, Any]:
-    """Refine every sample of one unit, write its shards, commit its marker; return the marker's content."""
+    """Refine every sample of one unit, write its shards, commit its marker; return the marker's content.
+
+    With `overlap` the next batch is read and decoded, and the previous one scored and written, while
+    the model runs (inference.overlap); without, one step after the other (the plain loop)."""
     errors: list[dict[str, str]] = []
     refined_w = metrics_w = None
-    n_in = n_out = 0
-    model_res = 0
+    counts = {"in": 0}
+    depth = 1 if overlap else 0
+    writer = OrderedWriter(depth)
     try:
         fs, path = storage.arrow_filesystem(unit.file)
-        with fs.open_input_file(path) as f:
+        with fs.open_input_file(path) as f, writer, contextlib.ExitStack() as stack:
             pf = pq.ParquetFile(f)
             missing = [c for c in ("sample_id", "input", "input_mask", "height", "width", "input_channels")
                        if c not in pf.schema_arrow.names]
@@ -265,17 +272,10 @@ def process_unit(
                 raise ValueError(f"lacks required columns {missing}")
             refined_w = AtomicParquetWriter(part_uri(output, unit.name, "refined.parquet"), _refined_schema(pf.schema_arrow))
             metrics_w = AtomicParquetWriter(part_uri(output, unit.name, "metrics.parquet"), METRICS_SCHEMA)
-            for rb in pf.iter_batches(batch_size=batch_size, row_groups=[unit.row_group]):
-                table = pa.Table.from_batches([rb])
-                if split is not None and "split" in table.column_names:
-                    table = table.filter(pa.compute.equal(table.column("split"), split))
-                n_in += table.num_rows
-                if table.num_rows == 0:
-                    continue
-                decoded = _decode_checked(table, unit.file, errors)
-                if decoded is None:
-                    continue
-                table, imgs = decoded
+            model_res = 0
+            batches = read_ahead(_decoded_batches(pf, unit, batch_size, split, errors, counts), depth)
+            stack.callback(batches.close)  # the reader thread stops before the file closes, whatever happens
+            for table, imgs in batches:
                 try:
                     refined = predictor(imgs["input"], imgs["input_mask"])
                 except Exception as exc:
@@ -286,33 +286,14 @@ def process_unit(
                     open(kill_once_marker, "w").close()
                     os._exit(1)  # fault injection: die mid-unit, before anything is committed
                 model_res = max(model_res, int(getattr(predictor.refiner, "resolution", 0) or refined.shape[1]))
-                rows_m, refined_bytes, mask_bytes = [], [], []
-                scales = (table.column("scale_px_per_mm").to_pylist() if "scale_px_per_mm" in table.column_names
-                          else [1.0] * table.num_rows)
-                for i in range(table.num_rows):
-                    # the refined surface's pixels: one decision for its mask, its metrics and its mesh
-                    kept = refined_footprint(imgs["input"][i, ..., 0], refined[i, ..., 0], imgs["input_mask"][i])
-                    sm = _sample_metrics(imgs["input"][i, ..., :3], refined[i], imgs["target"][i], imgs["input_mask"][i],
-                                         imgs["target_mask"][i], kept, depth_range, float(scales[i]))
-                    rows_m.append(sm)
-                    refined_bytes.append(refined[i].astype("<f4").tobytes())
-                    mask_bytes.append(kept.astype("u1").tobytes())
-                    if mesh_writer is not None:
-                        try:
-                            mesh_writer(table.slice(i, 1), refined[i], kept, imgs, i)
-                        except Exception as exc:
-                            errors.append({"file": unit.file, "sample_id": table.column("sample_id")[i].as_py(),
-                                           "stage": "mesh", "reason": str(exc)})
-                carried = table.select([n for n in CARRIED if n in table.column_names])
-                carried = carried.append_column("refined", pa.array(refined_bytes, pa.binary()))
-                carried = carried.append_column("refined_mask", pa.array(mask_bytes, pa.binary()))
-                carried = carried.append_column("model_resolution", pa.array([model_res] * table.num_rows, pa.int32()))
-                refined_w.write(carried.cast(refined_w.writer.schema))
-                metrics_w.write(_metrics_table(table, rows_m, unit))
-                n_out += table.num_rows
+                writer.submit(_score_and_write, unit, table, imgs, refined, model_res, depth_range, mesh_writer,
+                              refined_w, metrics_w, errors)
+            writer.drain()
+        n_out = sum(writer.results)
     except (ValueError, KeyError, pa.ArrowException) as exc:
         # Bad data: recorded, and the unit counts as done (a re-run would fail the same way).
         errors.append({"file": unit.file, "sample_id": "", "stage": "unit", "reason": f"{type(exc).__name__}: {exc}"})
+        n_out = sum(writer.results)  # the batches written before the bad one
     except BaseException:
         # Anything else (storage outage, out of memory, ...) may be transient: publish nothing, let Ray retry.
         for w in (refined_w, metrics_w):
@@ -323,10 +304,55 @@ def process_unit(
     for w in (refined_w, metrics_w):
         if w is not None:
             w.commit()
-    marker = {"unit": unit.name, "file": unit.file, "row_group": unit.row_group, "samples_in": n_in,
+    marker = {"unit": unit.name, "file": unit.file, "row_group": unit.row_group, "samples_in": counts["in"],
               "samples_refined": n_out, "depth_range_mm": list(depth_range), "errors": errors}
     storage.atomic_write_text(part_uri(output, unit.name, "done.json"), json.dumps(marker, indent=1))
     return marker
+
+
+def _decoded_batches(pf: pq.ParquetFile, unit: Unit, batch_size: int, split: str | None,
+                     errors: list[dict[str, str]], counts: dict[str, int]) -> Iterator[tuple[pa.Table, dict]]:
+    """(rows, decoded images) of each batch of the unit's row group; undecodable rows become errors."""
+    for rb in pf.iter_batches(batch_size=batch_size, row_groups=[unit.row_group]):
+        table = pa.Table.from_batches([rb])
+        if split is not None and "split" in table.column_names:
+            table = table.filter(pa.compute.equal(table.column("split"), split))
+        counts["in"] += table.num_rows
+        if table.num_rows == 0:
+            continue
+        decoded = _decode_checked(table, unit.file, errors)
+        if decoded is not None:
+            yield decoded
+
+
+def _score_and_write(unit: Unit, table: pa.Table, imgs: dict, refined: np.ndarray, model_res: int,
+                     depth_range: tuple[float, float], mesh_writer: Any, refined_w: "AtomicParquetWriter",
+                     metrics_w: "AtomicParquetWriter", errors: list[dict[str, str]]) -> int:
+    """Footprint, metrics and mesh of each refined sample, then one batch into the unit's two shards."""
+    rows_m, refined_bytes, mask_bytes = [], [], []
+    scales = (table.column("scale_px_per_mm").to_pylist() if "scale_px_per_mm" in table.column_names
+              else [1.0] * table.num_rows)
+    for i in range(table.num_rows):
+        # the refined surface's pixels: one decision for its mask, its metrics and its mesh
+        kept = refined_footprint(imgs["input"][i, ..., 0], refined[i, ..., 0], imgs["input_mask"][i])
+        sm = _sample_metrics(imgs["input"][i, ..., :3], refined[i], imgs["target"][i], imgs["input_mask"][i],
+                             imgs["target_mask"][i], kept, depth_range, float(scales[i]))
+        rows_m.append(sm)
+        refined_bytes.append(refined[i].astype("<f4").tobytes())
+        mask_bytes.append(kept.astype("u1").tobytes())
+        if mesh_writer is not None:
+            try:
+                mesh_writer(table.slice(i, 1), refined[i], kept, imgs, i)
+            except Exception as exc:
+                errors.append({"file": unit.file, "sample_id": table.column("sample_id")[i].as_py(),
+                               "stage": "mesh", "reason": str(exc)})
+    carried = table.select([n for n in CARRIED if n in table.column_names])
+    carried = carried.append_column("refined", pa.array(refined_bytes, pa.binary()))
+    carried = carried.append_column("refined_mask", pa.array(mask_bytes, pa.binary()))
+    carried = carried.append_column("model_resolution", pa.array([model_res] * table.num_rows, pa.int32()))
+    refined_w.write(carried.cast(refined_w.writer.schema))
+    metrics_w.write(_metrics_table(table, rows_m, unit))
+    return table.num_rows
 
 
 def _metrics_table(table: pa.Table, rows: list[dict[str, Any]], unit: Unit) -> pa.Table:
