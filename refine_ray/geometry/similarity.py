@@ -33,7 +33,7 @@ class Similarity:
 
     def inverse(self) -> "Similarity":
         r = self.rotation.T
-        return Similarity(1.0 / self.scale, r, -(self.translation @ r) / self.scale)
+        return Similarity(1.0 / self.scale, r, -(self.translation @ self.rotation) / self.scale)   # -Rᵀt/s
 
     def then(self, other: "Similarity") -> "Similarity":
         """The transform `other ∘ self` (self first)."""
