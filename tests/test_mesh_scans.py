@@ -153,3 +153,27 @@ def test_wrong_unit_and_no_face_are_error_rows(captures, tmp_path):
     mesh = read_scan(str(tmp_path / f"{name}.obj"), units="m")
     with pytest.raises(SampleBuildError, match=r"\[landmarks\] no landmark file, and no face found"):
         _rows(mesh, PreprocessSettings(**SETTINGS, scan_units="m"), KnownLandmarks({}))
+
+
+def test_folder_of_meshes_through_the_job(captures, tmp_path):
+    """The job from its flags: textured OBJs in metres with LJSON landmarks, and one without any → error row."""
+    import pyarrow.parquet as pq
+
+    from refine_ray.cli import preprocess
+
+    _, caps = captures
+    inp = tmp_path / "meshes"
+    inp.mkdir()
+    for k, (name, cap) in enumerate(caps.items()):
+        lm = _write_obj(str(inp), name, cap, rotation_from_angles(40.0 * k, 170.0, -20.0), np.array([5.0, 9.0, -2.0]), "m")
+        if k == 0:
+            formats.write_ljson(str(inp / f"{name}.ljson"), lm)
+    out = tmp_path / "ds"
+    code = preprocess.main(["--local", "--input", str(inp), "--output", str(out), "--scan-units", "m", "--poses", "1",
+                            "--image-size", "64", "--scale-px-per-mm", "0.3", "--split", "all-test",
+                            "--max-error-fraction", "0.6"])
+    assert code == 0
+    errors = pq.read_table(out / "errors.parquet").to_pylist()
+    assert [(os.path.basename(e["file"]), e["stage"]) for e in errors] == [("04501d1.obj", "landmarks")]
+    samples = sum(pq.read_table(out / "test" / f).num_rows for f in os.listdir(out / "test"))
+    assert samples == 2                                              # one mesh, original pose + one augmentation
