@@ -16,8 +16,8 @@ It imports torch, numpy and refine_ray.nn only, so it runs on a machine with not
 (no Ray, trimesh, pydantic). Goals it reports against: refinement ≥ 8,000 img/s at 256² bf16 on one
 H100-class GPU; the paper schedule ≤ 10 minutes there.
 
-  python bench/gpu.py --out gpu.json                    # a GPU, full sizes, ~8 minutes at most
-  python bench/gpu.py --tiny --device cpu --out x.json  # the CI dry run (seconds)
+  python -m bench.gpu --out gpu.json                    # a GPU, full sizes, ~8 minutes at most
+  python -m bench.gpu --tiny --device cpu --out x.json  # the CI dry run (seconds)
 """
 from __future__ import annotations
 

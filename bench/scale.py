@@ -1,6 +1,6 @@
 """An FRGC-size run end to end, measured per stage: synthesize → preprocess (Ray Data) → refine the test split.
 
-  python bench/scale.py --scans 4007 [--cpus 2] [--image-size 256] [--poses 5] [--work DIR]
+  python -m bench.scale --scans 4007 [--cpus 2] [--image-size 256] [--poses 5] [--work DIR]
 
 `--scans N` synthesizes N FRGC-profile scans (.abs.gz + .ppm + .pts; 466 subjects' worth at N = 4,007,
 i.e. ≈ 8.6 scans per subject), preprocesses them with the Ray Data pipeline of jobs/preprocess.py
