@@ -187,3 +187,15 @@ def test_metrics_on_compact_cells_differ_from_float32_by_at_most_the_depth_step(
     assert abs(scores[0][1] - scores[1][1]) <= 1.0 / 65535 + 1e-7      # Eq. 4 works in [0, 1]: the step is 1/65535
     assert abs(scores[0][2] - scores[1][2]) < 0.05                     # normals from slopes of ±step/px: < 0.05°
     assert abs(scores[0][0] - np.abs(target_mm - coarse_mm)[mask].mean()) < 1e-3  # float32 scores the truth
+
+
+def test_a_sample_without_ground_truth_decodes_as_background_and_an_empty_mask():
+    rng = np.random.default_rng(8)
+    args, row = _row(rng)
+    batch = {k: np.asarray([row[k], None if k in ("target", "target_mask") else row[k]], dtype=object)
+             for k in ("height", "width", "input_channels", "input", "target", "input_mask", "target_mask")}
+    imgs = schema.decode_images(batch)
+    assert (imgs["target"][1] == -1.0).all() and not imgs["target_mask"][1].any()
+    np.testing.assert_array_equal(imgs["target_mask"][0], args["target_mask"])
+    with pytest.raises(ValueError, match="column input is empty in row 1"):
+        schema.decode_images(dict(batch, input=np.asarray([row["input"], None], dtype=object)))

@@ -216,13 +216,17 @@ def _scalar_column(batch: Any, name: str) -> np.ndarray:
     return np.asarray(_column(batch, name)).astype(np.int64)
 
 
+# Ground-truth cells a sample may lack (refinement-only inputs): they decode as background / empty.
+NULLABLE_TARGETS = ("target", "target_mask")
+
+
 def decode_images(batch: Any) -> dict[str, np.ndarray]:
     """Images of a batch (pyarrow Table, pandas DataFrame or Ray's dict of numpy columns) as arrays.
 
     Returns `input` (B,H,W,C_in) float32, `target` (B,H,W,3) float32, `input_mask`/`target_mask`
     (B,H,W) bool, and `target_rgb` (B,H,W,3) float32 when every row has one. All rows of a batch
     must share one image size and channel count (they do within one dataset); each cell may be in
-    either encoding (data.codec).
+    either encoding (data.codec). A null target / target_mask decodes as background / empty.
     """
     heights = _scalar_column(batch, "height")
     widths = _scalar_column(batch, "width")
@@ -237,6 +241,9 @@ def decode_images(batch: Any) -> dict[str, np.ndarray]:
         values = _column(batch, name)
         out = np.empty((len(values), h, w, channels), np.float32)
         for i, v in enumerate(values):
+            if v is None and name in NULLABLE_TARGETS:
+                out[i] = -1.0   # a sample without ground truth: all background
+                continue
             if v is None:
                 raise ValueError(f"decode_images: column {name} is empty in row {i}")
             try:
@@ -249,6 +256,9 @@ def decode_images(batch: Any) -> dict[str, np.ndarray]:
         values = _column(batch, name)
         out = np.empty((len(values), h, w), bool)
         for i, v in enumerate(values):
+            if v is None and name in NULLABLE_TARGETS:
+                out[i] = False
+                continue
             if v is None:
                 raise ValueError(f"decode_images: column {name} is empty in row {i}")
             try:
