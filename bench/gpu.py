@@ -293,12 +293,14 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = False   # fp32 means fp32 here; bf16 is measured separately
     result: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
         "device_type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(), "tiny": args.tiny, "resolution": p["resolution"],
-        "max_channels": p["channels"], "python": sys.version.split()[0], "sections": {},
+        "max_channels": p["channels"], "python": sys.version.split()[0],
+        # torch's defaults, as training and refinement run: "fp32" convolutions may use TF32 on Ampere and later
+        "tf32": {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
+        "sections": {},
     }
 
     def section(name, fn):
