@@ -7,7 +7,7 @@ Prints, from one run over the same scans:
      steady state (after the first batch is back: what a long job runs at), plus the workers' CPU-s per scan;
   4. the Ray/loop ratio, end to end and steady state.
 CPU-time figures do not depend on what else the machine runs; wall figures do, so the load average is
-printed before and after. Goals (issue 5): ≥ 4 scans/s/core, Ray/loop ratio ≥ 1.8 on 2 CPUs.
+printed before and after. Goals: ≥ 4 scans/s/core, Ray/loop ratio ≥ 1.8 on 2 CPUs.
 
   python -m bench.preprocess [--scans 48] [--cpus 2] [--image-size 256] [--poses 5] [--work DIR]
 """
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 
+from refine_ray.cluster import ensure_ray
 from refine_ray.data import pipeline
 from refine_ray.data.samples import sample_photo
 from refine_ray.data.schema import build_row
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
         if not args.skip_ray:
             import ray
 
-            ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            ensure_ray(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = False  # the figures below are the output; Ray's progress lines would bury them
             logging.getLogger("ray.data").setLevel(logging.WARNING)

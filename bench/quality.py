@@ -241,7 +241,7 @@ def coarse_consistent(results: dict[str, dict[str, dict]]) -> bool:
 
 
 def goals(results: dict[str, dict[str, dict]], table: str) -> dict[str, Any]:
-    """The issue's goals, evaluated on the measured numbers (None where a run is missing)."""
+    """The project's goals, evaluated on the measured numbers (None where a run is missing)."""
     out: dict[str, Any] = {}
     def ratio(name, ds):
         st = results.get(name, {}).get(ds)

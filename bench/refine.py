@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import torch
+from refine_ray.cluster import ensure_ray
 from refine_ray.inference.batch import find_input_shards, run_refine
 from refine_ray.inference.config import RefineConfig
 from refine_ray.inference.model import Predictor, depth_range_mm
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ensure_ray(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     try:
         rows = [measure(args, size) for size in args.sizes]
     finally:

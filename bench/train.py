@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from refine_ray import storage
+from refine_ray.cluster import ensure_ray
 from refine_ray.nn.progressive import resolutions
 from refine_ray.nn.throughput import count_flops, matmul_flops_per_s
 from refine_ray.training.analytic_data import analytic_pair, write_analytic_dataset
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         plain = plain_loop(cfg, data, args.device)
         plain_wall = time.perf_counter() - t
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ensure_ray(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         t = time.perf_counter()
         res = train(cfg, data=data, storage_uri=f"{tmp}/runs", name="bench")
         ray_wall = time.perf_counter() - t

@@ -105,7 +105,7 @@ def depth_normals(depth_mm: np.ndarray, mask: np.ndarray, scale_px_per_mm: float
     of the depth image z(x, y), by central differences; and the pixels where they are defined
     (the pixel and its four neighbours inside `mask`).
 
-    Image rows grow downward while y grows upward (DESIGN.md), hence dz/dy = -s * dz/drow.
+    Image rows grow downward while y grows upward (docs/design.md), hence dz/dy = -s * dz/drow.
     """
     _check_same_shape("depth_normals", depth_mm, mask)
     if scale_px_per_mm <= 0:

@@ -1,7 +1,7 @@
 """Dependencies flow one way: the import graph read from the source (ast) has no cycle and no upward edge.
 
 Layers, lowest first (a module may import its own layer or any layer below, never above):
-  bottom  storage/config/version → geometry, metrics, nn, landmarks → scans → synth → morphable
+  bottom  storage/config/version/cluster → geometry, metrics, nn, landmarks → scans → synth → morphable
   middle  data → training → inference
   top     the whole-chain runner, the package facade, the jobs' command lines (cli) → jobs/, bench/
 The package's own imports sit at module top, where the graph is visible; inside a function only
@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: list[tuple[str, ...]] = [
-    ("refine_ray.version", "refine_ray.storage", "refine_ray.config"),
+    ("refine_ray.version", "refine_ray.storage", "refine_ray.config", "refine_ray.cluster", "refine_ray.test_hooks"),
     ("refine_ray.geometry", "refine_ray.metrics", "refine_ray.nn", "refine_ray.landmarks"),
     ("refine_ray.scans",),
     ("refine_ray.synth",),

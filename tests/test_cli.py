@@ -110,3 +110,16 @@ def test_job_script_runs_from_a_checkout_without_path_edits():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "jobs", "synthesize.py"), "--help"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "--scans-per-subject" in out.stdout, out.stderr
+
+
+def test_test_hooks_come_only_from_their_environment_variable(monkeypatch):
+    from refine_ray.test_hooks import ENV, TestHooks, read_test_hooks
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert read_test_hooks() == TestHooks()
+    monkeypatch.setenv(ENV, '{"fail_at_step": 7}')
+    assert read_test_hooks() == TestHooks(fail_at_step=7)
+    for bad in ("{oops", '{"kill_everything": true}', "[1]"):
+        monkeypatch.setenv(ENV, bad)
+        with pytest.raises(ValueError, match=ENV):
+            read_test_hooks()

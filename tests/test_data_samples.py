@@ -24,7 +24,7 @@ def model():
     try:
         from refine_ray.morphable import default_model
         return default_model()
-    except ImportError:  # before the default model lands: a small PCA of the same population
+    except ImportError:  # without the default model: a small PCA of the same population
         from refine_ray.morphable.default import build_default_model
         return build_default_model(30, 12)
 

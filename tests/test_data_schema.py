@@ -172,7 +172,7 @@ def test_metrics_on_compact_cells_differ_from_float32_by_at_most_the_depth_step(
     mask = (xx ** 2 + yy ** 2) < (h / 2.2) ** 2
     coarse_mm = 40.0 - 0.08 * (xx ** 2 + yy ** 2)
     target_mm = coarse_mm + 0.7 * np.sin(xx / 2.0)            # the detail a refiner should add
-    units = lambda mm: np.where(mask, 2 * (mm + 100.0) / 150.0 - 1, -1.0)  # noqa: E731  DESIGN.md's depth map
+    units = lambda mm: np.where(mask, 2 * (mm + 100.0) / 150.0 - 1, -1.0)  # noqa: E731  docs/design.md's depth map
     dce = lambda mm: np.stack([units(mm), np.where(mask, 0.1, -1), np.where(mask, 0.2, -1)], -1)  # noqa: E731
     scores = []
     for enc in ("float32", "compact"):

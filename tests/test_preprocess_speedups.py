@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from refine_ray.geometry import DceNormalization
-from refine_ray.geometry.meshes import _mesh_from_grid_numpy, mesh_from_grid
+from mesh_reference import mesh_from_grid_numpy
+from refine_ray.geometry.meshes import mesh_from_grid
 
 
 def _wavy_grid(h, w, seed, holes=0.2, jumps=True, nans=True):
@@ -27,7 +28,7 @@ def _wavy_grid(h, w, seed, holes=0.2, jumps=True, nans=True):
 def test_mesh_from_grid_equals_vectorized_reference(seed, max_edge):
     grid, valid = _wavy_grid(23, 31, seed)
     v, f, idx = mesh_from_grid(grid, valid, max_edge_mm=max_edge)
-    v0, f0, idx0 = _mesh_from_grid_numpy(grid, valid, max_edge_mm=max_edge)
+    v0, f0, idx0 = mesh_from_grid_numpy(grid, valid, max_edge_mm=max_edge)
     np.testing.assert_array_equal(idx, idx0)
     np.testing.assert_array_equal(v, v0)
     np.testing.assert_array_equal(f, f0)  # same triangles in the same order and winding

@@ -2,7 +2,7 @@
 
 The table's numbers are checked against metrics recomputed here from the Parquet files the run wrote
 (dataset shards + refined shards, decoded from their raw bytes as the schema documents), with
-DESIGN.md's metric definitions written out again in this file — never against the driver's own code.
+docs/design.md's metric definitions written out again in this file — never against the driver's own code.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _img(row: dict, col: str, channels: int | None, dtype: str = "<f4") -> np.nd
 
 
 def _mae_norm(pred: np.ndarray, pred_mask: np.ndarray, target: np.ndarray, target_mask: np.ndarray) -> float:
-    """DESIGN.md Eq. 4: depth in [-1,1] → [0,1], background 0, mean |p − t| where either is non-zero."""
+    """docs/design.md Eq. 4: depth in [-1,1] → [0,1], background 0, mean |p − t| where either is non-zero."""
     p = np.where(pred_mask, (np.clip(pred, -1, 1) + 1) / 2, 0.0)
     t = np.where(target_mask, (np.clip(target, -1, 1) + 1) / 2, 0.0)
     support = (p != 0) | (t != 0)

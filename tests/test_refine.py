@@ -10,6 +10,7 @@ import pytest
 from refine_ray import storage
 from refine_ray.inference.batch import run_refine
 from refine_ray.inference.config import RefineConfig
+from refine_ray.test_hooks import ENV
 
 import refine_support as rf
 
@@ -78,11 +79,12 @@ def test_refine_numbers_agree_with_independent_metrics(tmp_path, ray_session):
     assert set(summary["heatmap_samples"]) == {"best", "median", "worst"}
 
 
-def test_exactly_once_when_an_actor_is_killed_and_after_a_crash(tmp_path, ray_session):
+def test_exactly_once_when_an_actor_is_killed_and_after_a_crash(tmp_path, ray_session, monkeypatch):
     truth = rf.write_dataset(str(tmp_path / "data"), n_files=2, per_file=4, rows_per_group=2, seed=3)
     out = tmp_path / "out"
     marker = tmp_path / "killed-once"
-    cfg = _cfg(tmp_path / "data", out, fault_injection={"kill_once_marker": str(marker)})
+    monkeypatch.setenv(ENV, json.dumps({"kill_once_marker": str(marker)}))
+    cfg = _cfg(tmp_path / "data", out)
     cfg.report.enabled = False
     result = run_refine(cfg, model=rf.shift_refiner)
     assert marker.exists(), "the fault injection did not fire: the test proves nothing"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from refine_ray.test_hooks import ENV
 from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.analytic_data import write_analytic_dataset
 from refine_ray.training.config import TrainConfig
@@ -21,8 +22,12 @@ def _config(**workers) -> TrainConfig:
         "schedule": {"iterations_per_stage": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 2,
                      "val_samples": 4, "fade_fraction": 1.0},
         "workers": {"num_workers": 2, "cpus_per_worker": 0.5, **workers},
-        "debug_dump_params": True,
     })
+
+
+def _hooks(monkeypatch, **hooks):
+    """Test hooks for the next job (refine_ray.test_hooks): every worker dumps its weights at checkpoints."""
+    monkeypatch.setenv(ENV, json.dumps({"debug_dump_params": True, **hooks}))
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +47,11 @@ def _params_equal(run_dir, step):
 
 
 @pytest.mark.slow
-def test_two_workers_three_stages_survive_a_killed_worker(ray_session, dataset, tmp_path):
+def test_two_workers_three_stages_survive_a_killed_worker(ray_session, dataset, tmp_path, monkeypatch):
     from refine_ray.training.trainer import train
 
-    cfg = _config(max_failures=1).model_copy(update={"fail_at_step": 7})
+    _hooks(monkeypatch, fail_at_step=7)
+    cfg = _config(max_failures=1)
     result = train(cfg, data=dataset, storage_uri=str(tmp_path), name="run")
     run_dir = result.run_dir
 
@@ -80,10 +86,11 @@ def test_two_workers_three_stages_survive_a_killed_worker(ray_session, dataset, 
 
 
 @pytest.mark.slow
-def test_rerun_with_the_same_name_resumes_where_the_failed_run_stopped(ray_session, dataset, tmp_path):
+def test_rerun_with_the_same_name_resumes_where_the_failed_run_stopped(ray_session, dataset, tmp_path, monkeypatch):
     from refine_ray.training.trainer import train
 
-    cfg = _config(max_failures=0).model_copy(update={"fail_at_step": 3})
+    _hooks(monkeypatch, fail_at_step=3)
+    cfg = _config(max_failures=0)
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"max_resolution": 8})})
     with pytest.raises(Exception):
         train(cfg, data=dataset, storage_uri=str(tmp_path), name="again")
@@ -123,8 +130,7 @@ def test_init_from_starts_from_the_checkpoint_weights(ray_session, dataset, tmp_
 
     base = _config(max_failures=0)
     base = base.model_copy(update={"model": base.model.model_copy(update={"max_resolution": 4}),
-                                   "workers": base.workers.model_copy(update={"num_workers": 1, "cpus_per_worker": 1.0}),
-                                   "debug_dump_params": False})
+                                   "workers": base.workers.model_copy(update={"num_workers": 1, "cpus_per_worker": 1.0})})
     first = train(base, data=dataset, storage_uri=str(tmp_path), name="first")
     trained = ckpt.load_checkpoint(first.stage_checkpoints[0])["generator"]
 

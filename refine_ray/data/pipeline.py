@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from refine_ray import morphable, storage
+from refine_ray.cluster import ensure_ray
 from refine_ray.data import codec, schema
 from refine_ray.data.augment import assign_split, sample_poses
 from refine_ray.data.preview import write_preview
@@ -261,9 +262,7 @@ def _run_local(todo: list[str], settings: PreprocessSettings, model):
 def _run_ray(todo: list[str], settings: PreprocessSettings, model):
     import ray
 
-    env = storage.worker_env()
-    if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": env} if env else None, configure_logging=False)
+    ensure_ray()
     model_ref = ray.put(model)      # one copy in the object store, shared by every worker on a node
     workers = settings.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     size = _batches(todo, settings, workers)

@@ -1,6 +1,6 @@
 """Per-scan work of the preprocessing job as a plain function (no Ray): one scan → one row per pose.
 
-The refine job reuses `build_samples` on raw scans (original pose only). Alignment (DESIGN.md):
+The refine job reuses `build_samples` on raw scans (original pose only). Alignment (docs/design.md):
 the coarse 3DMM fit gives the model → photo projection; the ground truth's projection is estimated
 from its 3D landmarks to the same photo landmarks. Each model is rotated by its own R into the
 photo's camera frame, then by the augmentation rotation, anchored at the mean of its IBUG_ANCHOR
@@ -195,7 +195,7 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
     if not np.isfinite(lm3d[NOSE_TIP]).all():
         raise SampleBuildError(src, "landmarks", "the nose-tip landmark (30) is missing; it centres the crop")
 
-    # Ground truth → photo projection from its 3D landmarks to the photo's 2D landmarks (DESIGN.md).
+    # Ground truth → photo projection from its 3D landmarks to the photo's 2D landmarks (docs/design.md).
     # Jaw landmarks (0-16) are excluded when enough others exist: in a photo they mark the pose-dependent
     # occluding contour, and lifted through a grid at grazing angles their depth is off by mm.
     use = np.isfinite(lm3d).all(axis=1) & np.isfinite(landmarks_2d).all(axis=1)

@@ -27,11 +27,13 @@ from refine_ray.geometry.dce import (
     DceNormalization,
     DceSurface,
     anchor_from_landmarks,
+    depth_units_to_mm,
     encode_dce,
     fill_invalid,
 )
 
 __all__ = [
+    "depth_units_to_mm",
     "refined_footprint",
     "scan_holes",
     "rotation_from_angles",

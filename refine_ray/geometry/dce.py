@@ -1,6 +1,6 @@
 """The DCE face image (paper §3.2): depth, mean curvature and elevation rendered in one camera.
 
-Units are physical so coarse and ground-truth images compare in mm (DESIGN.md): depth in mm relative
+Units are physical so coarse and ground-truth images compare in mm (docs/design.md): depth in mm relative
 to the view's anchor (larger = closer), curvature in 1/mm (convex +), elevation in radians. The map to
 network units is a fixed affine map per channel (`DceNormalization`), never per-image min/max, which
 would destroy the mm scale.
@@ -133,6 +133,18 @@ def _normalize_kernel(dce, rgb, mask, ranges, with_rgb):
     return out
 
 
+def units_to_physical(units, lo, hi) -> np.ndarray:
+    """Network units (-1 … 1) → the physical range (lo … hi): the inverse of the fixed per-channel map
+    `units = 2·(x − lo)/(hi − lo) − 1` (lo, hi may be arrays, one pair per channel)."""
+    return (np.asarray(units, dtype=np.float64) + 1.0) * 0.5 * (hi - lo) + lo
+
+
+def depth_units_to_mm(depth_units, depth_range: tuple[float, float]) -> np.ndarray:
+    """Depth in network units → mm relative to the anchor, for the manifest's `depth_mm` range (lo, hi)."""
+    lo, hi = depth_range
+    return units_to_physical(depth_units, float(lo), float(hi))
+
+
 @dataclass
 class DceNormalization:
     """Fixed affine map of each physical channel range (lo, hi) to [-1, 1]; background = -1."""
@@ -170,12 +182,11 @@ class DceNormalization:
         """Network units (…,C) → physical units (depth mm, curvature 1/mm, elevation rad, rgb)."""
         x = np.asarray(image, dtype=np.float64)
         r = self._ranges(x.shape[-1])
-        return (x + 1.0) / 2.0 * (r[:, 1] - r[:, 0]) + r[:, 0]
+        return units_to_physical(x, r[:, 0], r[:, 1])
 
     def denormalize_depth(self, img_depth) -> np.ndarray:
         """Depth channel in network units → mm."""
-        lo, hi = self.depth_mm
-        return (np.asarray(img_depth, dtype=np.float64) + 1.0) / 2.0 * (hi - lo) + lo
+        return depth_units_to_mm(img_depth, self.depth_mm)
 
     def to_dict(self) -> dict:
         return {k: list(v) for k, v in asdict(self).items()}

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refine_ray import storage
+from refine_ray.cluster import ensure_ray
 from refine_ray.data.schema import read_manifest
 from refine_ray.inference.config import RefineConfig
 from refine_ray.inference.meshes import MeshWriter
@@ -29,6 +30,7 @@ from refine_ray.inference.model import Predictor, depth_range_mm, load_model
 from refine_ray.inference.prepare import prepare_raw_input
 from refine_ray.inference.report import write_report
 from refine_ray.inference.units import METRICS_SCHEMA, Unit, done_units, part_uri, plan_units, process_unit
+from refine_ray.test_hooks import read_test_hooks
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +174,7 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
     log.info("refine: %d units, %d to run, %d already done", len(units), len(todo), len(units) - len(todo))
 
     if todo:
-        if not ray.is_initialized():
-            ray.init(runtime_env={"env_vars": storage.worker_env()})
+        ensure_ray()
         ds = ray.data.from_items([u.to_row() for u in todo], override_num_blocks=len(todo))
         ds = ds.map_batches(
             UnitRefiner,
@@ -185,7 +186,7 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
                 checkpoint=checkpoint, device="cuda" if cfg.gpu else "cpu", precision=cfg.precision,
                 channels_last=cfg.channels_last, normalization=normalization, output=cfg.output,
                 batch_size=cfg.batch_size, split=split, meshes=cfg.meshes,
-                kill_once_marker=cfg.fault_injection.kill_once_marker,
+                kill_once_marker=read_test_hooks().kill_once_marker,
                 credentials=storage.worker_credentials(),
             ),
             # Ray Data restarts a dead actor and retries its unit (its defaults: max_restarts=-1,

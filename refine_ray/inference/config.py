@@ -9,16 +9,6 @@ from refine_ray.data.settings import PreprocessSettings
 PREPARE_FIXED = ("input", "output", "poses", "split")   # decided by the refine job for raw-scan input
 
 
-class FaultInjection(StrictModel):
-    """Testing hook: kill one refinement actor once, to prove the job's exactly-once output.
-
-    `kill_once_marker` is a path; the first actor that finds it absent creates it and exits hard
-    in the middle of a work unit (after the model ran, before the shard is committed).
-    """
-
-    kill_once_marker: str | None = None
-
-
 class ReportSettings(StrictModel):
     enabled: bool = Field(True, description="write report/ (summary.json, report.md, report.html)",
                           json_schema_extra=flag("--report"))
@@ -45,7 +35,6 @@ class RefineConfig(StrictModel):
         "raw-scan input only: preprocessing settings (image_size, scale_px_per_mm, textured, normalization, "
         "landmarks, model, …) — the ones the model was trained with"))
     report: ReportSettings = ReportSettings()
-    fault_injection: FaultInjection = Field(FaultInjection(), json_schema_extra=flag(None))
 
     @field_validator("prepare")
     @classmethod

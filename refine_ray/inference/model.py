@@ -79,7 +79,7 @@ class Predictor:
 
 
 def depth_range_mm(normalization: Any) -> tuple[float, float]:
-    """(lo, hi) mm of the fixed depth map `units = 2*(mm-lo)/(hi-lo) - 1` (DESIGN.md, manifest `normalization`)."""
+    """(lo, hi) mm of the fixed depth map `units = 2*(mm-lo)/(hi-lo) - 1` (docs/design.md, manifest `normalization`)."""
     if normalization is None:
         raise ValueError("no channel normalization: the dataset manifest and the checkpoint both lack it")
     if hasattr(normalization, "depth_mm"):
@@ -93,7 +93,3 @@ def depth_range_mm(normalization: Any) -> tuple[float, float]:
         raise ValueError(f"normalization depth_mm range must have hi > lo, got ({lo}, {hi})")
     return lo, hi
 
-
-def depth_units_to_mm(depth_units: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
-    lo, hi = depth_range
-    return (np.asarray(depth_units, np.float64) + 1.0) * 0.5 * (hi - lo) + lo

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from refine_ray import storage
 from refine_ray.data.schema import decode_images
-from refine_ray.inference.model import depth_units_to_mm
+from refine_ray.geometry import depth_units_to_mm
 from refine_ray.version import code_version
 
 METRICS = (

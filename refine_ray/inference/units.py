@@ -25,11 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from refine_ray import storage
+from refine_ray import metrics as M, storage
 from refine_ray.data.schema import decode_images
-from refine_ray.geometry import refined_footprint
-from refine_ray import metrics as M
-from refine_ray.inference.model import Predictor, depth_units_to_mm
+from refine_ray.geometry import depth_units_to_mm, refined_footprint
+from refine_ray.inference.model import Predictor
 from refine_ray.inference.overlap import OrderedWriter, read_ahead
 
 PARTS = "parts"
@@ -176,7 +175,7 @@ def _refined_schema(input_schema: pa.Schema) -> pa.Schema:
 def _sample_metrics(coarse_u: np.ndarray, refined_u: np.ndarray, target_u: np.ndarray, in_mask: np.ndarray,
                     tgt_mask: np.ndarray, kept: np.ndarray, depth_range: tuple[float, float],
                     scale: float) -> dict[str, Any]:
-    """Coarse and refined errors of one sample against its ground truth (DESIGN.md, Metrics).
+    """Coarse and refined errors of one sample against its ground truth (docs/design.md, Metrics).
 
     Each surface is judged as delivered: the coarse model on its footprint, the refined one on the
     pixels it keeps (`kept`, geometry.refined_footprint: the same pixels as its mesh). `coverage_refined` is

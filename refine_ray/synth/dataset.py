@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from refine_ray import storage
+from refine_ray.cluster import ensure_ray
 from refine_ray.scans.bosphorus import EXPRESSION_CODES, OCCLUSION_CODES
 from refine_ray.synth.face import BOSPHORUS_EXPRESSIONS, FRGC_EXPRESSIONS, Identity, make_face, registered_population
 from refine_ray.synth.preview import contact_sheet, registered_sheet
@@ -118,9 +119,7 @@ def synthesize_dataset(fmt: str, subjects: int, scans_per_subject: int, out: str
     if parallel:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(runtime_env={"env_vars": storage.worker_env()}, include_dashboard=False,
-                     configure_logging=False, log_to_driver=False)
+        ensure_ray()
         # AWS settings travel with every task: workers of an already running Ray did not see this process' env
         task = ray.remote(num_cpus=1)(_synthesize_subject_task)
         creds = storage.worker_credentials()   # workers of an already running Ray did not see this process' env

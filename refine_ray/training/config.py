@@ -68,10 +68,6 @@ class TrainConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     workers: WorkersConfig = WorkersConfig()
-    fail_at_step: int | None = Field(None, description="testing only: kill worker 0 once at this global step",
-                                     json_schema_extra=flag(None))
-    debug_dump_params: bool = Field(False, description="testing only: every worker saves its weights at checkpoints",
-                                    json_schema_extra=flag(None))
 
     @field_validator("name")
     @classmethod

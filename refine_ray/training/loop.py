@@ -21,6 +21,7 @@ from refine_ray.data.schema import read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.metrics import mae_mm, mae_norm
 from refine_ray.nn.progressive import resolutions
+from refine_ray.test_hooks import TestHooks
 from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.batches import crop_and_pad, read_validation, reduce_images, reduce_mask
 from refine_ray.training.config import TrainConfig
@@ -47,7 +48,7 @@ def fade_alpha(stage: int, iteration: int, cfg: TrainConfig, fading: bool = True
 
 
 def depth_to_mm(depth: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
-    """Network-unit depth → mm with the dataset's fixed affine map (DESIGN.md: never per image)."""
+    """Network-unit depth → mm with the dataset's fixed affine map (docs/design.md: never per image)."""
     return DceNormalization.from_dict(normalization).denormalize_depth(depth)
 
 
@@ -160,6 +161,7 @@ def _checkpoint_state(gan: ConditionalGan, cfg: TrainConfig, stage: int, resolut
 
 
 CREDENTIALS_KEY = "_worker_credentials"   # train_loop_config key, beside the TrainConfig keys
+TEST_HOOKS_KEY = "_test_hooks"             # train_loop_config key: refine_ray.test_hooks, read on the driver
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -171,6 +173,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     credentials = config.pop(CREDENTIALS_KEY, None)
     if credentials:
         credentials.apply()   # store settings from the driver (storage.worker_credentials)
+    hooks = TestHooks(**config.pop(TEST_HOOKS_KEY, {}))
     cfg = TrainConfig.model_validate(config)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -246,7 +249,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             alpha = fade_alpha(stage, it, cfg, fading)
             stats = gan.step(x, y, stage, alpha, weight, coverage)
             global_step += 1
-            if cfg.fail_at_step == global_step and rank == 0:
+            if hooks.fail_at_step == global_step and rank == 0:
                 marker = storage.join(run_dir, f".failed-at-{global_step}")
                 if not storage.exists(marker):
                     storage.atomic_write_text(marker, "fault injected for testing\n")
@@ -263,7 +266,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     ckpt.save_checkpoint(storage.join(ckpt.checkpoint_dir(run_dir), ckpt.LATEST),
                                          _checkpoint_state(gan, cfg, stage, r, it + 1, alpha, global_step,
                                                            fading, manifest, augment))
-                if cfg.debug_dump_params:
+                if hooks.debug_dump_params:
                     _dump_params(gan, run_dir, rank, global_step)
         elapsed = time.perf_counter() - t0
         done = n_iter - first
@@ -286,7 +289,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                      "samples_per_s": metrics["samples_per_s"], "checkpoint": stage_uri}, plot=True)
             print(f"[train] stage {stage} ({r}x{r}) done: {metrics['samples_per_s']:.1f} samples/s, "
                   f"checkpoint {stage_uri}", flush=True)
-        if cfg.debug_dump_params:
+        if hooks.debug_dump_params:
             _dump_params(gan, run_dir, rank, global_step)
         ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
 

@@ -9,11 +9,13 @@ from typing import Any
 import yaml
 
 from refine_ray import storage
+from refine_ray.cluster import ensure_ray
 from refine_ray.data.schema import read_manifest
+from refine_ray.test_hooks import read_test_hooks
 from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.batches import COLUMNS, decode_for_training
 from refine_ray.training.config import TrainConfig
-from refine_ray.training.loop import CREDENTIALS_KEY, METRICS_FILE, stage_plan, train_loop_per_worker
+from refine_ray.training.loop import CREDENTIALS_KEY, METRICS_FILE, TEST_HOOKS_KEY, stage_plan, train_loop_per_worker
 from refine_ray.training.monitor import RunMonitor, TrainingStalled, describe_resources, plan_cpus_per_worker
 
 
@@ -79,8 +81,7 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     storage.makedirs(run_dir)
     storage.atomic_write_text(storage.join(run_dir, "config.yaml"), yaml.safe_dump(cfg.model_dump(mode="json")))
 
-    if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": storage.worker_env()} if storage.worker_env() else None)
+    ensure_ray()
     train_uri = storage.join(cfg.data, "train")
     files = storage.list_files(train_uri, suffixes=[".parquet"])  # skips in-flight .tmp- files
     if not files:
@@ -112,7 +113,8 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     # settings in Ray's controller actor too, which a cluster started without them does not have.
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**cfg.model_dump(mode="json"), CREDENTIALS_KEY: storage.worker_credentials()},
+        train_loop_config={**cfg.model_dump(mode="json"), CREDENTIALS_KEY: storage.worker_credentials(),
+                           TEST_HOOKS_KEY: read_test_hooks().to_dict()},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if w.use_gpu else "gloo"),
         run_config=RunConfig(**run_kwargs),

@@ -1,0 +1,25 @@
+"""One way to reach Ray: the cluster this process was started in, else a local one.
+
+`ray job submit` and RAY_ADDRESS make `ray.init()` connect to the running cluster; otherwise it
+starts Ray on this machine. Only the store's non-secret settings (endpoint, region) travel in the
+runtime env (credentials go with the tasks' arguments, see storage.WorkerCredentials). Workers'
+output reaches the driver's console, so progress shows there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from refine_ray import storage
+
+
+def ensure_ray(**overrides: Any) -> None:
+    """`ray.init` once per process, in the one shape every job uses; `overrides` (e.g. num_cpus for a
+    benchmark, log_to_driver=False when its figures are the output) go to `ray.init` unchanged."""
+    import ray  # heavy; the light modules that import this one must not pay for it
+
+    if ray.is_initialized():
+        return
+    env = storage.worker_env()
+    options: dict[str, Any] = {"runtime_env": {"env_vars": env} if env else None,
+                               "configure_logging": False, "log_to_driver": True}
+    ray.init(**{**options, **overrides})
