@@ -283,3 +283,67 @@ def safe_name(name: str) -> str:
     if not cleaned:
         raise ValueError(f"unusable file name {name!r}")
     return cleaned
+
+
+LOCK_NAME = ".run.lock"
+_HELD: list = []   # lock files a worker process keeps open for its lifetime
+
+
+class OutputClaim:
+    """One run at a time on a local output, and never before the processes of an earlier run are gone.
+
+    The driver takes the output's lock file exclusively (waiting while anyone else holds it), then
+    keeps it shared for the run; each worker joins with a shared lock held until its process exits
+    (`join_output`). A driver killed mid-run leaves its workers holding the lock until they have
+    stopped, so a quick re-run waits for them instead of racing their last commits. Object-store
+    outputs have no such lock: there the commit protocol alone keeps a re-run exactly-once.
+    """
+
+    def __init__(self, output: str, wait_s: float = 120.0, log=None):
+        self.output, self.wait_s, self.log = str(output), wait_s, log
+        self.fd: int | None = None
+
+    def __enter__(self) -> "OutputClaim":
+        import fcntl
+        import time
+
+        if is_remote(self.output):
+            return self
+        os.makedirs(self.output, exist_ok=True)
+        self.fd = os.open(os.path.join(self.output, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        start, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - start > self.wait_s:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise ValueError(f"{self.output}: another run, or the workers of a stopped one, still use this "
+                                     f"output after {self.wait_s:g} s; wait for it to end or stop it") from None
+                if not told and self.log:
+                    self.log(f"{self.output}: waiting for the processes of an earlier run to stop")
+                    told = True
+                time.sleep(0.2)
+        fcntl.flock(self.fd, fcntl.LOCK_SH)   # our own workers join with shared locks
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def join_output(output: str) -> None:
+    """Worker side of OutputClaim: hold the output's lock (shared) for the rest of this process."""
+    import fcntl
+
+    if is_remote(output):
+        return
+    path = os.path.join(str(output), LOCK_NAME)
+    if not os.path.exists(path):
+        return
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _HELD.append(fd)

@@ -225,6 +225,41 @@ def test_killed_run_then_rerun_gives_each_sample_once(scans, tmp_path):
     assert not os.path.exists(os.path.join(out, "train", "part-unfinished.parquet"))
 
 
+def test_killed_driver_then_quick_rerun_waits_for_its_workers(scans, tmp_path, ray_session):
+    """A driver on the shared Ray killed after its first commit: its actor may still be committing when
+    the re-run starts at once; the re-run waits for it (output lock), so every sample exists once."""
+    from refine_ray.data.pipeline import run_preprocess
+
+    inp, out = _subset(scans, tmp_path, ("04200", "04201", "bs000")), str(tmp_path / "ds")
+    cmd = [sys.executable, os.path.join(ROOT, "jobs", "preprocess.py"), "--input", inp, "--output", out,
+           "--num-workers", "1", "--image-size", str(SIZE), "--scale-px-per-mm", str(SCALE), "--poses", str(POSES),
+           "--scans-per-shard", "1", "--train-fraction", "0.5", "--seed", "1"]
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    ledger = os.path.join(out, "_ledger")
+
+    def committed_records():
+        return [n for n in os.listdir(ledger) if not n.startswith(".tmp-")] if os.path.isdir(ledger) else []
+
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not committed_records() and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert committed_records(), "the driver should have committed a batch before the kill"
+
+    summary = run_preprocess(_settings(inp, out, scans_per_shard=1), use_ray=False)   # at once
+    assert summary["scans_ok"] == 4
+    ids = [i for split in schema.SPLITS for t in _read_split(out, split) for i in t.column("sample_id").to_pylist()]
+    names = [f"frgc/{n}" for n in GOOD[:3]] + ["bosphorus/bs000_N_N_0"]
+    assert sorted(ids) == sorted(f"{n}/p{p}" for n in names for p in range(POSES + 1))
+    scans_in_ledger = [s["uri"] for e in map(json.loads, (open(os.path.join(ledger, n)).read() for n in committed_records()))
+                       for s in e["scans"]]
+    assert len(scans_in_ledger) == len(set(scans_in_ledger)) == 4
+
+
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "configs", "preprocess")) if f.endswith(".yaml")))
 def test_shipped_configs_load(name):
     from refine_ray.config import load_config

@@ -26,3 +26,26 @@ def test_s3_round_trip(s3_bucket):
 @pytest.mark.parametrize("bad,expected", [("../../etc/passwd", "passwd"), ("a/b\\..\\c.ply", "c.ply"), ("x y.abs", "x_y.abs")])
 def test_safe_name_strips_paths(bad, expected):
     assert storage.safe_name(bad) == expected
+
+
+def test_output_claim_waits_for_the_workers_of_a_killed_run(tmp_path):
+    """A worker process of an earlier run still holds the output: a new claim succeeds only once it has exited."""
+    import subprocess
+    import sys
+
+    from refine_ray import storage
+
+    out = str(tmp_path / "out")
+    with storage.OutputClaim(out):          # the earlier driver, which then dies; its worker lives on
+        worker = subprocess.Popen([sys.executable, "-c", (
+            "import sys, time; from refine_ray import storage; storage.join_output(sys.argv[1]); "
+            "print('joined', flush=True); time.sleep(3)"), out], stdout=subprocess.PIPE, text=True)
+        assert worker.stdout.readline().strip() == "joined"
+    said = []
+    with storage.OutputClaim(out, log=said.append):
+        assert worker.poll() is not None     # the claim came only after the worker had gone
+    assert said and "waiting for the processes of an earlier run" in said[0]
+    with storage.OutputClaim(out):           # while one run holds it, another is refused after its wait
+        with pytest.raises(ValueError, match="another run"):
+            with storage.OutputClaim(out, wait_s=0.5):
+                pass

@@ -111,6 +111,7 @@ class BatchWorker:
         if credentials:
             credentials.apply()
         self.settings = PreprocessSettings.model_validate_json(settings_json)
+        storage.join_output(self.settings.output)   # held until this actor's process ends
         self.model = ray.get(model_ref[0])
         self.provider = make_landmark_provider(self.settings)
         self.norm = normalization(self.settings)
@@ -166,8 +167,13 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     if any([settings.storage.endpoint_url, settings.storage.region, settings.storage.access_key_id]):
         storage.StorageOptions(settings.storage.endpoint_url, settings.storage.region,
                                settings.storage.access_key_id, settings.storage.secret_access_key).apply_to_env()
-    started = time.perf_counter()
     uris = discover(settings)
+    with storage.OutputClaim(settings.output, log=log):   # a killed run's workers stop first
+        return _run_claimed(settings, uris, use_ray, log)
+
+
+def _run_claimed(settings: PreprocessSettings, uris: list[str], use_ray: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    started = time.perf_counter()
     model = load_model(settings)    # once, on the driver, before Ray starts: a bad model is one line, exit 2
     store = ShardStore(settings.output, settings.compression)
     storage.makedirs(settings.output)

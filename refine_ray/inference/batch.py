@@ -58,6 +58,7 @@ class UnitRefiner:
                  meshes: bool, kill_once_marker: str | None, credentials: storage.WorkerCredentials | None = None):
         if credentials:
             credentials.apply()   # before the checkpoint is read: it may be on the object store
+        storage.join_output(output)   # held until this actor's process ends
         refiner = load_model(checkpoint)
         self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
         norm = normalization if normalization is not None else getattr(refiner, "normalization", None)
@@ -156,6 +157,12 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
     if isinstance(checkpoint, str):
         check_checkpoint(checkpoint, cfg.input)
     storage.makedirs(cfg.output)
+    with storage.OutputClaim(cfg.output, log=log.warning):   # a killed run's actors stop first
+        return _refine_claimed(cfg, checkpoint)
+
+
+def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable) -> RefineResult:
+    import ray
 
     split = cfg.split
     files, manifest_errors = find_input_shards(cfg.input, split)
