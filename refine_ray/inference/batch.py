@@ -149,8 +149,6 @@ def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> Refine
 
     `model` overrides cfg.checkpoint with a URI or a factory returning a refiner (tests, benchmarks).
     """
-    import ray
-
     checkpoint = model if model is not None else cfg.checkpoint
     if checkpoint is None or not cfg.input or not cfg.output:
         raise ValueError("refine needs checkpoint, input and output (flags or config keys)")
