@@ -3,6 +3,7 @@ plain PyTorch loop over the same shards on the same device (goal: Ray Data ≥ 1
 each of `--sizes` in one run.
 
   python -m bench.refine [--images 1024] [--sizes 64 256] [--batch-size 32] [--gpu --bf16 --channels-last]
+  python -m bench.refine --photos 16 [--size 256] [--job]     # the photo path, per core and per stage
 
 Both sides run the same per-unit code (read shard → decode → generator → metrics → write shards): the
 plain loop one step after the other in this process, Ray Data through the actor pool, where each actor
@@ -23,13 +24,25 @@ import time
 import numpy as np
 import torch
 from refine_ray.cluster import ensure_ray
-from refine_ray.inference.batch import find_input_shards, run_refine
+from refine_ray.data.encoding import encoding_from_data
+from refine_ray.data.photos import build_photo_sample, read_photo
+from refine_ray.data.schema import decode_images, rows_to_table
+from refine_ray.geometry import DceNormalization
+from refine_ray.inference.api import Refiner
+from refine_ray.inference.batch import run_refine
 from refine_ray.inference.config import RefineConfig
+from refine_ray.inference.inputs import find_input_shards
 from refine_ray.inference.model import Predictor, depth_range_mm
-from refine_ray.inference.units import plan_units, process_unit
+from refine_ray.inference.model import load_model
+from refine_ray.inference.outputs import OutputWriter, assemble
+from refine_ray.inference.photo_input import PhotoEncoder, PhotoOptions, extras_of
+from refine_ray.inference.units import plan_units, process_unit, refine_decoded
+from refine_ray.morphable import fit_landmarks
+from refine_ray.synth.face import Identity, make_face
+from refine_ray.synth.render import FRGC, render_scan
 from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.analytic_data import NORMALIZATION, write_analytic_dataset
-from refine_ray.training.checkpoints import load_refiner
+from refine_ray.training.checkpoints import load_checkpoint, load_refiner, save_checkpoint
 from refine_ray.training.config import ModelConfig, TrainConfig
 
 
@@ -41,6 +54,98 @@ def make_checkpoint(uri: str, size: int, channels: int) -> None:
     ckpt.save_checkpoint(uri, {"format": ckpt.FORMAT, "kind": "progressive", "stage": stage, "resolution": size,
                                "ema": gen.state_dict(), "config": cfg.model_dump(mode="json"),
                                "normalization": NORMALIZATION.to_dict(), "code_version": "bench"})
+
+
+def photo_bench(args) -> int:
+    """Photos per second per core for detect + fit + encode + refine (+ the user-facing files), on one
+    thread, and where the time goes. Photos: synthetic FRGC-format renders (640×480, shaded), written
+    as PNGs without landmark files, so the dlib detector runs on every one. The model: a randomly
+    initialised progressive generator of the paper's widths at --size, with the input encoding of the
+    project's default (size², 1.2 px/mm × size/256, DCE+RGB, the default 3DMM). With --job, the same
+    photos through jobs/refine.py's pipeline (Ray Data, one actor per CPU) end to end as well."""
+    from threadpoolctl import threadpool_limits
+
+
+    torch.set_num_threads(1)
+    work = tempfile.mkdtemp(prefix="bench-photos-")
+    try:
+        from PIL import Image
+
+        folder = os.path.join(work, "photos")
+        os.makedirs(folder)
+        for k in range(args.photos):
+            rng = np.random.default_rng(1000 + k)
+            Image.fromarray(render_scan(make_face(Identity.sample(rng), f"s{k}"), FRGC, rng).photo).save(
+                os.path.join(folder, f"face{k:04d}.png"))
+        ck = os.path.join(work, "ck.pt")
+        make_checkpoint(ck, args.size, args.max_channels)
+        record = {"image_size": args.size, "scale_px_per_mm": 1.2 * args.size / 256, "translation_px": [0.0, 0.0],
+                  "textured": True, "normalization": DceNormalization().to_dict(), "preprocess": {"model": None}}
+        enc = encoding_from_data(record, "bench")
+        encoder = PhotoEncoder(enc, PhotoOptions(landmarks="dlib"))
+        refiner = Refiner(load_model(ck), enc)
+        writer = OutputWriter(os.path.join(work, "out"), enc.normalization)
+        stages = {k: 0.0 for k in ("read", "detect", "fit", "encode", "refine", "outputs")}
+        done = failed = 0
+        photos = sorted(os.listdir(folder))
+        encoder.detector.detect(read_photo(os.path.join(folder, photos[0])), "warm-up")   # load the predictor once
+        with threadpool_limits(limits=1):
+            for name in photos:
+                uri = os.path.join(folder, name)
+                t = time.process_time()
+                photo = read_photo(uri)
+                t1 = time.process_time()
+                try:
+                    found = encoder.detector.detect(photo, uri)
+                except ValueError:
+                    failed += 1
+                    continue
+                t2 = time.process_time()
+                fit_landmarks(encoder.morphable, found.points)
+                t3 = time.process_time()
+                sample = build_photo_sample(photo, found.points, encoder.morphable, enc, uri, name, "dlib",
+                                            found.faces_found)
+                t4 = time.process_time()
+                imgs = decode_images(rows_to_table([sample.row]))
+                refined, kept = refine_decoded(refiner.predictor, imgs)
+                t5 = time.process_time()
+                writer.write(assemble(sample.row, imgs["input"][0], imgs["input_mask"][0], refined[0], kept[0],
+                                      refiner.norm, extras_of(sample, photo, uri)))
+                t6 = time.process_time()
+                # build_photo_sample fits again: its encode share is its time minus the separate fit
+                for key, dt in zip(stages, (t1 - t, t2 - t1, t3 - t2, (t4 - t3) - (t3 - t2), t5 - t4, t6 - t5)):
+                    stages[key] += dt
+                done += 1
+        total = sum(stages.values())
+        print(f"photos={args.photos} (640x480 synthetic renders) size={args.size}² max_channels={args.max_channels} "
+              f"one thread; faces found in {done}, none in {failed}")
+        core = sum(v for k, v in stages.items() if k != "outputs")
+        print(f"detect+fit+encode+refine:          {done / core:9.2f} photos/s per core (CPU time)")
+        print(f"  with the files (meshes, maps, …): {done / total:9.2f} photos/s per core")
+        for key, v in stages.items():
+            print(f"  {key:8s} {1000 * v / max(done, 1):8.1f} ms/photo  {100 * v / total:5.1f} %")
+        if args.job:
+            import ray
+
+
+
+            state = load_checkpoint(ck)
+            state["data"] = record
+            save_checkpoint(ck, state)
+            cpus = args.cpus or os.cpu_count()
+            ensure_ray(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            cfg = RefineConfig(checkpoint=ck, input=folder, output=os.path.join(work, "job"), num_actors=cpus,
+                               cpus_per_actor=1.0, photos={"per_unit": max(1, args.photos // (2 * cpus))})
+            cfg.report.enabled = False
+            t0 = time.perf_counter()
+            res = run_refine(cfg)
+            wall = time.perf_counter() - t0
+            print(f"jobs/refine.py pipeline, {cpus} actors: {res.samples_refined / wall:9.2f} photos/s "
+                  f"({res.samples_refined} refined, {res.errors} errors, {wall:.1f} s incl. actor start)")
+            ray.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
 
 
 def steady_rate(output: str) -> float | None:
@@ -67,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--photos", type=int, default=0, help="benchmark the photo path on this many photos instead")
+    p.add_argument("--job", action="store_true", help="with --photos: also run them through jobs/refine.py's pipeline")
     args = p.parse_args(argv)
+    if args.photos:
+        return photo_bench(args)
 
     import ray
 

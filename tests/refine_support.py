@@ -149,19 +149,23 @@ def register_by_value():
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
-def write_checkpoint(uri: str, max_resolution: int = 16, stage: int = 1, seed: int = 0) -> None:
+def write_checkpoint(uri: str, max_resolution: int = 16, stage: int = 1, seed: int = 0, data: dict | None = None,
+                     residual: bool = False) -> None:
     """A real training checkpoint (format of refine_ray.training) of a small, randomly initialised
-    progressive generator — what jobs/refine.py loads with load_refiner; stage 1 works at 8²."""
+    progressive generator — what jobs/refine.py loads with load_refiner; stage 1 works at 8².
+    `data`: the input-encoding record training writes (data.encoding.data_settings); none by default.
+    `residual`: the residual generator, whose untrained output is exactly its coarse input (nn/residual.py)."""
     from refine_ray.training import checkpoints as ckpt
     from refine_ray.training.config import ModelConfig, TrainConfig
 
     torch.manual_seed(seed)
-    cfg = TrainConfig(model=ModelConfig(generator_input="DCE", max_resolution=max_resolution, max_channels=8))
+    cfg = TrainConfig(model=ModelConfig(generator_input="DCE", max_resolution=max_resolution, max_channels=8,
+                                          residual=residual))
     generator, _ = ckpt.build_networks(cfg.model_dump(mode="json"))
     ckpt.save_checkpoint(uri, {
         "format": ckpt.FORMAT, "kind": "progressive", "stage": stage, "resolution": 4 * 2**stage,
         "ema": generator.state_dict(), "config": cfg.model_dump(mode="json"), "normalization": NORMALIZATION,
-        "code_version": "test",
+        "code_version": "test", **({"data": data} if data is not None else {}),
     })
 
 
@@ -186,3 +190,12 @@ def ray_session_dir() -> str:
     import ray
 
     return ray._private.worker._global_node.get_session_dir_path()
+
+
+def encoding_record(image_size: int = 32, scale_px_per_mm: float = 0.16, textured: bool = True,
+                    model: str | None = None) -> dict:
+    """The "data" record of a checkpoint trained on images of this size and scale (data.encoding)."""
+    return {"image_size": image_size, "scale_px_per_mm": scale_px_per_mm, "translation_px": [0.0, 0.0],
+            "textured": textured, "normalization": NORMALIZATION,
+            "preprocess": {"model": model, "crop_radius_mm": 95.0, "crop_contour": True, "median_filter": True,
+                           "max_edge_mm": None}}

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from refine_ray import storage
 from refine_ray.inference.batch import run_refine
@@ -27,7 +28,8 @@ def _check_meshes(out, truth):
 
     lo, hi = rf.NORMALIZATION["depth_mm"]
     for sid, s in truth.items():
-        mesh = trimesh.load(out / "meshes" / (sid.replace("/", "_") + ".ply"), process=False)
+        name = sid.replace("/", "_")
+        mesh = trimesh.load(out / "meshes" / (name + ".refined.ply"), process=False)
         assert len(mesh.faces) > 0
         # identity rotation, anchor 0, scale 1.2 px/mm, 16×16: vertex (x, y) sits on a pixel centre
         cols = np.round(mesh.vertices[:, 0] * 1.2 + 8 - 0.5).astype(int)
@@ -35,6 +37,16 @@ def _check_meshes(out, truth):
         assert s["input_mask"][rows, cols].all()
         want_mm = (np.clip(s["coarse"][rows, cols, 0] + rf.DEPTH_SHIFT, -1, 1) + 1) / 2 * (hi - lo) + lo
         np.testing.assert_allclose(mesh.vertices[:, 2], want_mm, atol=1e-3)
+        coarse = trimesh.load(out / "meshes" / (name + ".coarse.ply"), process=False)
+        cols = np.round(coarse.vertices[:, 0] * 1.2 + 8 - 0.5).astype(int)
+        rows = np.round(8 - coarse.vertices[:, 1] * 1.2 - 0.5).astype(int)
+        np.testing.assert_allclose(coarse.vertices[:, 2], (s["coarse"][rows, cols, 0] + 1) / 2 * (hi - lo) + lo, atol=1e-3)
+        # 16-bit depth map: 0 off the surface, else lo + (v - 1) / 65534 * (hi - lo) (docs/refine.md)
+        v = np.asarray(Image.open(out / "maps" / (name + ".refined.depth.png")), np.float64)
+        assert ((v > 0) == s["input_mask"]).all()
+        depth = lo + (v - 1) / 65534 * (hi - lo)
+        want = (np.clip(s["coarse"][..., 0] + rf.DEPTH_SHIFT, -1, 1) + 1) / 2 * (hi - lo) + lo
+        np.testing.assert_allclose(depth[s["input_mask"]], want[s["input_mask"]], atol=(hi - lo) / 65534)
 
 
 def _refined_by_id(out):
@@ -200,7 +212,7 @@ def test_pixels_the_generator_clears_leave_the_mask_the_metrics_and_the_mesh(tmp
         for k, v in exp.items():
             assert m[row["sample_id"]][k] == pytest.approx(v, rel=1e-5), (row["sample_id"], k)
         assert exp["coverage_refined"] < 1.0
-        mesh = trimesh.load(out / "meshes" / (row["sample_id"].replace("/", "_") + ".ply"), process=False)
+        mesh = trimesh.load(out / "meshes" / (row["sample_id"].replace("/", "_") + ".refined.ply"), process=False)
         assert len(mesh.vertices) == kept.sum()  # no vertex at the far depth limit where the border was cleared
 
 

@@ -39,10 +39,10 @@ SCHEMA = pa.schema(
         pa.field("width", pa.int32(), nullable=False),
         pa.field("input_channels", pa.int32(), nullable=False),
         pa.field("input", pa.binary(), nullable=False),
-        pa.field("target", pa.binary(), nullable=False),
+        pa.field("target", pa.binary(), nullable=True),   # null: no ground truth (photos, foreign meshes)
         pa.field("target_rgb", pa.binary(), nullable=True),
         pa.field("input_mask", pa.binary(), nullable=False),
-        pa.field("target_mask", pa.binary(), nullable=False),
+        pa.field("target_mask", pa.binary(), nullable=True),
         pa.field("scale_px_per_mm", pa.float32(), nullable=False),
         pa.field("rotation", pa.list_(pa.float32(), 9), nullable=False),
         pa.field("translation_px", pa.list_(pa.float32(), 2), nullable=False),
@@ -115,9 +115,9 @@ def build_row(
     roll: float,
     split: str,
     input_image: np.ndarray,
-    target_image: np.ndarray,
+    target_image: np.ndarray | None,
     input_mask: np.ndarray,
-    target_mask: np.ndarray,
+    target_mask: np.ndarray | None,
     scale_px_per_mm: float,
     rotation: np.ndarray,
     translation_px: Any,
@@ -136,7 +136,9 @@ def build_row(
     """A validated row dict of SCHEMA from numpy images (network units) and metadata.
 
     Landmark lists may hold NaN (missing points); everything else must be finite. `encoding` is
-    "compact" (data.codec) or "float32".
+    "compact" (data.codec) or "float32". A sample without ground truth (a photo, a foreign mesh)
+    passes target_image = target_mask = None: its target columns are null and training refuses it;
+    refinement refines it without error metrics.
     """
     src = source_uri or "<unknown source>"
     if encoding not in codec.ENCODINGS:
@@ -147,6 +149,10 @@ def build_row(
     if inp.ndim != 3 or inp.shape[2] not in (3, 6):
         raise SampleError(f"{src}: input must be (H, W, 3) or (H, W, 6), got shape {inp.shape}")
     hw = inp.shape[:2]
+    if (target_image is None) != (target_mask is None):
+        raise SampleError(f"{src}: target_image and target_mask must both be given or both be None")
+    if target_image is None and target_rgb is not None:
+        raise SampleError(f"{src}: target_rgb without a target")
     rot = _check_rotation("rotation", rotation, src)
     if not (np.isfinite(scale_px_per_mm) and scale_px_per_mm > 0):
         raise SampleError(f"{src}: scale_px_per_mm must be positive, got {scale_px_per_mm}")
@@ -168,11 +174,13 @@ def build_row(
         "width": int(hw[1]),
         "input_channels": int(inp.shape[2]),
         "input": codec.encode_image(_check_image("input", inp, hw, inp.shape[2], src), encoding),
-        "target": codec.encode_image(_check_image("target", target_image, hw, 3, src), encoding),
+        "target": None if target_image is None else codec.encode_image(
+            _check_image("target", target_image, hw, 3, src), encoding),
         "target_rgb": None if target_rgb is None else codec.encode_image(
             _check_image("target_rgb", target_rgb, hw, 3, src), encoding, colour=True),
         "input_mask": codec.encode_mask(_check_image("input_mask", input_mask, hw, None, src), encoding),
-        "target_mask": codec.encode_mask(_check_image("target_mask", target_mask, hw, None, src), encoding),
+        "target_mask": None if target_mask is None else codec.encode_mask(
+            _check_image("target_mask", target_mask, hw, None, src), encoding),
         "scale_px_per_mm": float(scale_px_per_mm),
         "rotation": _fixed_list("rotation", rot, 9, src),
         "translation_px": _fixed_list("translation_px", translation_px, 2, src),
@@ -220,13 +228,14 @@ def _scalar_column(batch: Any, name: str) -> np.ndarray:
 NULLABLE_TARGETS = ("target", "target_mask")
 
 
-def decode_images(batch: Any) -> dict[str, np.ndarray]:
+def decode_images(batch: Any, require_target: bool = False) -> dict[str, np.ndarray]:
     """Images of a batch (pyarrow Table, pandas DataFrame or Ray's dict of numpy columns) as arrays.
 
     Returns `input` (B,H,W,C_in) float32, `target` (B,H,W,3) float32, `input_mask`/`target_mask`
     (B,H,W) bool, and `target_rgb` (B,H,W,3) float32 when every row has one. All rows of a batch
     must share one image size and channel count (they do within one dataset); each cell may be in
-    either encoding (data.codec). A null target / target_mask decodes as background / empty.
+    either encoding (data.codec). A null or absent target / target_mask (a sample without ground
+    truth) decodes as background / empty, or raises with `require_target` (training).
     """
     heights = _scalar_column(batch, "height")
     widths = _scalar_column(batch, "width")
@@ -236,9 +245,16 @@ def decode_images(batch: Any) -> dict[str, np.ndarray]:
     if len(set(heights)) != 1 or len(set(widths)) != 1 or len(set(chans)) != 1:
         raise ValueError("decode_images: rows of one batch differ in image size or channel count")
     h, w, c = int(heights[0]), int(widths[0]), int(chans[0])
+    names = batch.column_names if isinstance(batch, pa.Table) else list(batch.keys()) if isinstance(batch, dict) else list(batch.columns)
+
+    def cells(name: str) -> list:
+        values = _column(batch, name) if name in names or name not in NULLABLE_TARGETS else [None] * len(heights)
+        if require_target and name in NULLABLE_TARGETS and any(v is None for v in values):
+            raise ValueError(f"decode_images: a row has no {name} (a sample without ground truth cannot be trained on)")
+        return values
 
     def images(name: str, channels: int, colour: bool = False) -> np.ndarray:
-        values = _column(batch, name)
+        values = cells(name)
         out = np.empty((len(values), h, w, channels), np.float32)
         for i, v in enumerate(values):
             if v is None and name in NULLABLE_TARGETS:
@@ -253,7 +269,7 @@ def decode_images(batch: Any) -> dict[str, np.ndarray]:
         return out
 
     def masks(name: str) -> np.ndarray:
-        values = _column(batch, name)
+        values = cells(name)
         out = np.empty((len(values), h, w), bool)
         for i, v in enumerate(values):
             if v is None and name in NULLABLE_TARGETS:
@@ -269,7 +285,6 @@ def decode_images(batch: Any) -> dict[str, np.ndarray]:
 
     out = {"input": images("input", c), "target": images("target", 3),
            "input_mask": masks("input_mask"), "target_mask": masks("target_mask")}
-    names = batch.column_names if isinstance(batch, pa.Table) else list(batch.keys()) if isinstance(batch, dict) else list(batch.columns)
     if "target_rgb" in names:
         rgb = _column(batch, "target_rgb")
         if all(v is not None for v in rgb):

@@ -13,7 +13,7 @@ import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 import logging
-import posixpath
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,13 +23,15 @@ import pyarrow.parquet as pq
 
 from refine_ray import storage
 from refine_ray.cluster import ensure_ray
+from refine_ray.data.encoding import EncodingError
 from refine_ray.data.schema import read_manifest
 from refine_ray.inference.config import RefineConfig
-from refine_ray.inference.meshes import MeshWriter
-from refine_ray.inference.model import Predictor, depth_range_mm, load_model
-from refine_ray.inference.prepare import prepare_raw_input
+from refine_ray.inference.inputs import batches_factory, resolve_kind
+from refine_ray.inference.model import depth_range_mm, encoding_of_checkpoint, load_model, Predictor
+from refine_ray.inference.outputs import assemble, OutputWriter
+from refine_ray.inference.photo_input import PhotoOptions
 from refine_ray.inference.report import write_report
-from refine_ray.inference.units import METRICS_SCHEMA, Unit, done_units, part_uri, plan_units, process_unit
+from refine_ray.inference.units import done_units, METRICS_SCHEMA, part_uri, process_unit, Unit
 from refine_ray.test_hooks import read_test_hooks
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class RefineResult:
     errors: int
     report_dir: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    kind: str = "shards"
+    warnings: list[str] = field(default_factory=list)
 
 
 class UnitRefiner:
@@ -55,7 +59,8 @@ class UnitRefiner:
 
     def __init__(self, checkpoint: str | Callable, device: str, precision: str, channels_last: bool,
                  normalization: dict | None, output: str, batch_size: int, split: str | None,
-                 meshes: bool, kill_once_marker: str | None, credentials: storage.WorkerCredentials | None = None):
+                 meshes: bool, kill_once_marker: str | None, mesh_format: str = "ply",
+                 raw_inputs: dict | None = None, credentials: storage.WorkerCredentials | None = None):
         if credentials:
             credentials.apply()   # before the checkpoint is read: it may be on the object store
         storage.join_output(output)   # held until this actor's process ends
@@ -69,15 +74,25 @@ class UnitRefiner:
         self.kill_once_marker = kill_once_marker
         self.mesh_writer = None
         if meshes:
-            self.mesh_writer = MeshWriter(storage.join(output, "meshes"), norm)
+            self.mesh_writer = SampleFiles(OutputWriter(output, norm, mesh_format))
+        self.raw_inputs = raw_inputs or {}
+        self._batches: dict[str, Callable] = {}
+
+    def batches_for(self, kind: str) -> Callable | None:
+        if kind == "shards":
+            return None
+        if kind not in self._batches:
+            self._batches[kind] = batches_factory(kind, self.raw_inputs[kind])
+        return self._batches[kind]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list] = {"unit": [], "samples_in": [], "samples_refined": [], "errors": []}
-        for file, rg, name in zip(batch["file"], batch["row_group"], batch["name"]):
-            unit = Unit(str(file), int(rg), str(name))
+        keys = list(batch.keys())
+        for k in range(len(batch["name"])):
+            unit = Unit.from_row({key: batch[key][k] for key in keys})
             marker = process_unit(unit, self.predictor, self.depth_range, self.output, self.batch_size,
                                   split=self.split, mesh_writer=self.mesh_writer,
-                                  kill_once_marker=self.kill_once_marker)
+                                  kill_once_marker=self.kill_once_marker, batches=self.batches_for(unit.kind))
             out["unit"].append(unit.name)
             out["samples_in"].append(marker["samples_in"])
             out["samples_refined"].append(marker["samples_refined"])
@@ -85,42 +100,16 @@ class UnitRefiner:
         return {k: np.asarray(v) for k, v in out.items()}
 
 
-def find_input_shards(input_uri: str, split: str | None) -> tuple[list[str], list[dict[str, str]]]:
-    """(sample shards under `input_uri`, error rows for manifest entries that cannot be used).
+class SampleFiles:
+    """process_unit's per-sample hook: assemble the RefinedFace (outputs.assemble) and write its files."""
 
-    The shards the manifest lists (committed shards only, never the leftovers of an interrupted
-    preprocessing run), each resolved inside `input_uri` (an entry that leads elsewhere is an error
-    row, never read); else `<input>/<split>/*.parquet` when that folder exists, else every *.parquet
-    but the errors table. A single .parquet file is accepted too."""
-    if str(input_uri).endswith(".parquet"):
-        return [str(input_uri)], []
+    def __init__(self, writer):
+        self.writer = writer
 
-    try:
-        listed = read_manifest(input_uri).get("shards")
-    except (FileNotFoundError, ValueError):
-        listed = None
-    if isinstance(listed, dict):
-        files, errors = [], []
-        for sp, paths in sorted(listed.items()):
-            if split not in (None, sp):
-                continue
-            for rel in paths if isinstance(paths, list) else [paths]:
-                try:
-                    files.append(storage.resolve_inside(input_uri, str(rel)))
-                except ValueError as exc:
-                    errors.append({"file": storage.printable(str(rel)), "sample_id": "", "stage": "manifest",
-                                   "reason": f"shard path refused: {exc}"})
-        return sorted(files), errors
-    root = storage.join(input_uri, split) if split and storage.exists(storage.join(input_uri, split)) else input_uri
-    files = storage.list_files(root, suffixes=(".parquet",))
-    return [f for f in files if posixpath.basename(f.replace("\\", "/")) != "errors.parquet"], []
-
-
-def _read_normalization(input_uri: str) -> dict | None:
-    try:
-        return read_manifest(input_uri).get("normalization")
-    except FileNotFoundError:
-        return None
+    def __call__(self, row_table: pa.Table, coarse: np.ndarray, coarse_mask: np.ndarray, refined: np.ndarray,
+                 kept: np.ndarray, extra: dict | None) -> list[str]:
+        face = assemble(row_table.to_pylist()[0], coarse, coarse_mask, refined, kept, self.writer.norm, extra)
+        return self.writer.write(face)
 
 
 def check_checkpoint(checkpoint: str, input_uri: str) -> None:
@@ -144,39 +133,46 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def run_refine(cfg: RefineConfig, model: str | Callable | None = None) -> RefineResult:
-    """Refine every sample under cfg.input into cfg.output; see the module docstring.
+def run_refine(cfg: RefineConfig, model: str | Callable | None = None, encoding: Any = None) -> RefineResult:
+    """Refine every input under cfg.input into cfg.output; see the module docstring and inference.inputs.
 
-    `model` overrides cfg.checkpoint with a URI or a factory returning a refiner (tests, benchmarks).
+    `model` overrides cfg.checkpoint with a URI or a factory returning a refiner (tests, benchmarks);
+    `encoding` (data.encoding.Encoding) overrides the input encoding read from the checkpoint.
     """
     checkpoint = model if model is not None else cfg.checkpoint
     if checkpoint is None or not cfg.input or not cfg.output:
         raise ValueError("refine needs checkpoint, input and output (flags or config keys)")
     if isinstance(checkpoint, str):
         check_checkpoint(checkpoint, cfg.input)
+    kind = resolve_kind(cfg.input, cfg.input_kind)
+    if encoding is None and isinstance(checkpoint, str):
+        try:
+            encoding = encoding_of_checkpoint(checkpoint)
+        except EncodingError:
+            if kind.raw:
+                raise
+            encoding = None      # shards carry their own encoding; scans then need explicit prepare settings
     storage.makedirs(cfg.output)
     with storage.OutputClaim(cfg.output, log=log.warning):   # a killed run's actors stop first
-        return _refine_claimed(cfg, checkpoint)
+        return _refine_claimed(cfg, checkpoint, kind, encoding)
 
 
-def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable) -> RefineResult:
+def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable, kind: Any, encoding: Any) -> RefineResult:
     import ray
 
-    split = cfg.split
-    files, manifest_errors = find_input_shards(cfg.input, split)
-    normalization = _read_normalization(cfg.input) if not str(cfg.input).endswith(".parquet") else None
-    if not files and not manifest_errors:
-        log.info("%s: no Parquet shards; preprocessing the scans there (original pose only)", cfg.input)
-        prepared, normalization = prepare_raw_input(cfg.input, storage.join(cfg.output, "prepared"), cfg.prepare)
-        split = None  # every prepared scan is refined, whatever the training split would have been
-        files, manifest_errors = find_input_shards(prepared, None)
-        if not files:
-            raise FileNotFoundError(f"{cfg.input}: no Parquet shards and no scans to refine")
-    units, plan_errors = plan_units(files)
-    plan_errors = manifest_errors + plan_errors
+    plan = kind.plan(cfg, encoding)
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+        print(f"warning: {warning}", file=sys.stderr)
+    units, plan_errors = plan.units, plan.errors
+    meshes = cfg.meshes if cfg.meshes is not None else plan.raw
+    raw_inputs = {}
+    if plan.raw:
+        options = PhotoOptions(**cfg.photos.model_dump(exclude={"per_unit"}))
+        raw_inputs[plan.kind] = {"encoding": encoding.to_dict(), "options": options.to_dict()}
     finished = set() if cfg.overwrite else done_units(cfg.output)
     todo = [u for u in units if u.name not in finished]
-    log.info("refine: %d units, %d to run, %d already done", len(units), len(todo), len(units) - len(todo))
+    log.info("refine (%s): %d units, %d to run, %d already done", plan.kind, len(units), len(todo), len(units) - len(todo))
 
     if todo:
         ensure_ray()
@@ -189,10 +185,10 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable) -> RefineResu
             num_gpus=1 if cfg.gpu else 0,
             fn_constructor_kwargs=dict(
                 checkpoint=checkpoint, device="cuda" if cfg.gpu else "cpu", precision=cfg.precision,
-                channels_last=cfg.channels_last, normalization=normalization, output=cfg.output,
-                batch_size=cfg.batch_size, split=split, meshes=cfg.meshes,
-                kill_once_marker=read_test_hooks().kill_once_marker,
-                credentials=storage.worker_credentials(),
+                channels_last=cfg.channels_last, normalization=plan.normalization, output=cfg.output,
+                batch_size=cfg.batch_size, split=plan.split, meshes=meshes,
+                kill_once_marker=read_test_hooks().kill_once_marker, mesh_format=cfg.mesh_format,
+                raw_inputs=raw_inputs, credentials=storage.worker_credentials(),
             ),
             # Ray Data restarts a dead actor and retries its unit (its defaults: max_restarts=-1,
             # max_task_retries=-1); deterministic output names make the retry an overwrite.
@@ -201,7 +197,10 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable) -> RefineResu
         for row in ds.iter_rows():
             log.info("unit %s: %d refined, %d errors", row["unit"], row["samples_refined"], row["errors"])
 
-    return finalize(cfg, units, plan_errors, units_run=len(todo))
+    result = finalize(cfg, units, plan_errors, units_run=len(todo))
+    result.kind = plan.kind
+    result.warnings = list(plan.warnings)
+    return result
 
 
 def _remove_stale_temp_files(output: str) -> None:
@@ -211,7 +210,7 @@ def _remove_stale_temp_files(output: str) -> None:
     import glob
     import os
 
-    for sub in ("refined", "parts"):
+    for sub in ("refined", "parts", "meshes", "maps", "fits", "gallery"):
         for path in glob.glob(os.path.join(output, sub, ".tmp-*")):
             os.unlink(path)
 

@@ -1,6 +1,8 @@
 """Configuration of the refinement job: each field is a flag of `refine-ray refine` (refine_ray.cli)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, ValidationError, field_validator
 
 from refine_ray.config import StrictModel, flag
@@ -16,24 +18,48 @@ class ReportSettings(StrictModel):
     title: str | None = Field(None, description="report title")
 
 
+class PhotoSettings(StrictModel):
+    """Photo inputs: where landmarks come from when no landmark file is beside a photo, and the 3DMM."""
+
+    landmarks: Literal["dlib", "face_alignment"] = Field(
+        default="dlib", description="landmark detector for photos without a landmark file (dlib: weights "
+                                    "installed with the package, works offline; face_alignment: torch hub weights)")
+    landmark_options: dict = Field(default_factory=dict, description="detector settings, e.g. {upsample: 2} (dlib)")
+    allow_download: bool = Field(default=False, description="face_alignment: may download its weights (off: "
+                                                            "pre-cache them, see docs/refine.md)")
+    model: str | None = Field(default=None, description="3DMM for the photo fits; default: the one the model's "
+                                                        "training data was fitted with")
+    per_unit: int = Field(default=16, ge=1, le=4096, description="photos per work unit (one commit each)",
+                          json_schema_extra=flag("--photos-per-unit"))
+    max_pixels: int = Field(default=64_000_000, ge=1, description="larger images are refused unread",
+                            json_schema_extra=flag("--max-photo-pixels"))
+
+
 class RefineConfig(StrictModel):
     """Batch refinement: which model, which data, where the outputs go and how the work is spread."""
 
     checkpoint: str | None = Field(default=None, description="stage checkpoint, or a training run dir (its last stage); local or s3://")
-    input: str | None = Field(default=None, description="sample shards (the preprocess output) or raw scans; local or s3://")
+    input: str | None = Field(default=None, description="sample shards (the preprocess output), raw scans or face photos; local or s3://")
+    input_kind: Literal["auto", "shards", "scans", "photos"] = Field(
+        default="auto", description="what --input holds (auto: shards, else scans, else photos)")
     output: str | None = Field(default=None, description="output folder or s3:// prefix")
     split: str | None = Field(default="test", description="only samples of this split; null = every sample")
     batch_size: int = Field(default=32, ge=1, description="images per model call")
     gpu: bool = Field(False, description="one GPU per actor")
     num_actors: int = Field(default=1, ge=1, description="model replicas (one per actor; one GPU each with gpu)")
     cpus_per_actor: float = Field(default=1.0, gt=0, description="CPUs reserved per actor")
-    meshes: bool = Field(False, description="also write meshes/<sample>.ply (mm, vertex colours from the input RGB)")
+    meshes: bool | None = Field(default=None, description=(
+        "write meshes, 16-bit depth/normal maps, fit JSON and gallery tiles per sample (default: on for photos, "
+        "off for shards and scans)"))
+    mesh_format: Literal["ply", "obj"] = Field("ply", description="mesh file format")
     precision: str = Field(default="fp32", description="fp32 or bf16 (bf16 only on GPU)")
     channels_last: bool = Field(False, description="NHWC memory format (faster convolutions on GPU)")
     overwrite: bool = Field(default=False, description="redo finished work units instead of skipping them")
     prepare: dict = Field(default_factory=dict, description=(
-        "raw-scan input only: preprocessing settings (image_size, scale_px_per_mm, textured, normalization, "
-        "landmarks, model, …) — the ones the model was trained with"))
+        "raw-scan input only: preprocessing settings beyond those read from the checkpoint (e.g. landmarks, "
+        "model); image_size, scale_px_per_mm, textured, normalization and the crop come from the checkpoint, "
+        "and a value that contradicts it is refused"))
+    photos: PhotoSettings = PhotoSettings()
     report: ReportSettings = ReportSettings()
 
     @field_validator("prepare")

@@ -10,7 +10,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from refine_ray.training.checkpoints import load_refiner
+from refine_ray.data.encoding import checkpoint_encoding
+from refine_ray.training.checkpoints import load_checkpoint, load_refiner, resolve_checkpoint
 
 
 def load_model(checkpoint: str | Callable[[], Any]) -> Any:
@@ -93,3 +94,9 @@ def depth_range_mm(normalization: Any) -> tuple[float, float]:
         raise ValueError(f"normalization depth_mm range must have hi > lo, got ({lo}, {hi})")
     return lo, hi
 
+
+
+def encoding_of_checkpoint(uri: str):
+    """The input encoding a stage checkpoint or run directory records (data.encoding.checkpoint_encoding)."""
+    path = resolve_checkpoint(uri)
+    return checkpoint_encoding(load_checkpoint(path), path)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from refine_ray import storage
 from refine_ray.data.schema import decode_images
 from refine_ray.geometry import depth_units_to_mm
+from refine_ray.inference.outputs import output_name
 from refine_ray.version import code_version
 
 METRICS = (
@@ -29,6 +30,7 @@ METRICS = (
     ("detail_energy_err", "detail energy error", 2),
 )
 MAX_FAILURES_LISTED = 50
+GALLERY_MAX = 24   # inputs without ground truth shown in the gallery (photo | coarse | refined)
 
 
 def _read_parquet(uri: str, **kwargs: Any) -> pa.Table:
@@ -201,6 +203,7 @@ def write_report(run_dir: str, report_dir: str, title: str | None = None, heatma
         "code_version": code_version(),
         "samples_refined": metrics.num_rows,
         "failures": errors.num_rows,
+        "samples_with_ground_truth": int(sum(metrics.column("has_target").to_pylist())) if metrics.num_rows else 0,
         "datasets": summarize(metrics),
         "failures_listed": errors.slice(0, MAX_FAILURES_LISTED).to_pylist(),
         "figures": {},
@@ -218,11 +221,50 @@ def write_report(run_dir: str, report_dir: str, title: str | None = None, heatma
                - with_t.column("mae_mm_refined").to_numpy(zero_copy_only=False))
         storage.atomic_write_bytes(storage.join(report_dir, "improvement_hist.png"), histogram_figure(imp))
         summary["figures"]["improvement_histogram"] = "improvement_hist.png"
+    gallery = _gallery(run_dir, report_dir, metrics, errors.num_rows)
+    if gallery:
+        summary["gallery"] = gallery
+        summary["figures"]["gallery"] = gallery["image"]
     storage.atomic_write_text(storage.join(report_dir, "summary.json"), json.dumps(summary, indent=2))
     rows = table_rows(summary["datasets"])
     storage.atomic_write_text(storage.join(report_dir, "report.md"), _markdown(summary, rows))
     storage.atomic_write_text(storage.join(report_dir, "report.html"), _html(summary, rows))
     return summary
+
+
+def _gallery(run_dir: str, report_dir: str, metrics: pa.Table, failures: int) -> dict[str, Any] | None:
+    """Inputs without ground truth have no error to tabulate: show them instead, as photo | coarse |
+    refined shaded tiles (gallery/<name>.png written with each sample), first GALLERY_MAX by sample id."""
+    from PIL import Image, ImageDraw
+
+
+    if metrics.num_rows == 0:
+        return None
+    no_gt = metrics.filter(pc.invert(metrics.column("has_target")))
+    if no_gt.num_rows == 0:
+        return None
+    tiles = []
+    for sid in sorted(no_gt.column("sample_id").to_pylist()):
+        uri = storage.join(run_dir, "gallery", f"{output_name(sid)}.png")
+        if storage.exists(uri):
+            tiles.append((sid, Image.open(io.BytesIO(storage.read_bytes(uri))).convert("RGB")))
+        if len(tiles) >= GALLERY_MAX:
+            break
+    if not tiles:
+        return None
+    w = max(t.width for _, t in tiles)
+    h = max(t.height for _, t in tiles) + 16
+    sheet = Image.new("RGB", (w * 2, h * ((len(tiles) + 1) // 2)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, (sid, tile) in enumerate(tiles):
+        x, y = (k % 2) * w, (k // 2) * h
+        sheet.paste(tile, (x, y))
+        draw.text((x + 4, y + tile.height + 2), sid[:60], fill=(0, 0, 0))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    storage.atomic_write_bytes(storage.join(report_dir, "gallery.png"), buf.getvalue())
+    return {"image": "gallery.png", "shown": len(tiles), "without_ground_truth": no_gt.num_rows,
+            "failures": int(failures), "samples": [sid for sid, _ in tiles]}
 
 
 def _depth_range_of_run(run_dir: str, row: dict[str, Any]) -> tuple[float, float]:
@@ -243,14 +285,24 @@ def _failures_md(summary: dict[str, Any]) -> str:
 
 
 def _markdown(summary: dict[str, Any], rows: list[list[str]]) -> str:
-    parts = [f"# {summary['title']}", "",
-             f"{summary['samples_refined']} samples refined, {summary['failures']} failures. "
-             f"Mean ± std over samples with a ground truth; MAE (Eq. 4) as in the paper (depth in [0,1], "
-             f"background 0), MAE (mm) over pixels where input and ground truth both exist.", "",
-             _md_table(HEADER, rows), ""]
+    parts = [f"# {summary['title']}", ""]
+    if summary.get("samples_with_ground_truth", 1):
+        parts += [f"{summary['samples_refined']} samples refined, {summary['failures']} failures. "
+                  f"Mean ± std over samples with a ground truth; MAE (Eq. 4) as in the paper (depth in [0,1], "
+                  f"background 0), MAE (mm) over pixels where input and ground truth both exist.", "",
+                  _md_table(HEADER, rows), ""]
+    else:
+        parts += [f"{summary['samples_refined']} inputs refined, {summary['failures']} failures. No input has a "
+                  "ground truth, so there is no error to measure: see the gallery and the failures.", ""]
     if "heatmaps" in summary["figures"]:
         parts += ["## Error heat maps (best, median, worst refined sample)", "", "![heat maps](heatmaps.png)", ""]
         parts += ["## Per-sample improvement", "", "![improvement](improvement_hist.png)", ""]
+    if "gallery" in summary:
+        g = summary["gallery"]
+        parts += ["## Inputs without ground truth (photo | coarse | refined)", "",
+                  f"{g['without_ground_truth']} refined without a ground truth to measure against; the first "
+                  f"{g['shown']} are shown. Meshes, maps and fits are under meshes/, maps/, fits/.", "",
+                  "![gallery](gallery.png)", ""]
     parts += ["## Failures", "", _failures_md(summary), "", f"_{summary['code_version']}, {summary['created']}_", ""]
     return "\n".join(parts)
 
@@ -262,13 +314,20 @@ _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{bord
 def _html(summary: dict[str, Any], rows: list[list[str]]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(summary['title'])}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(summary['title'])}</h1>",
-             f"<p>{summary['samples_refined']} samples refined, {summary['failures']} failures. Mean ± std over "
-             "samples with a ground truth. MAE (Eq. 4): depth in [0,1], background 0, as in the paper; "
-             "MAE (mm): pixels where input and ground truth both exist.</p>",
-             _html_table(HEADER, rows)]
+             (f"<p>{summary['samples_refined']} samples refined, {summary['failures']} failures. Mean ± std over "
+              "samples with a ground truth. MAE (Eq. 4): depth in [0,1], background 0, as in the paper; "
+              "MAE (mm): pixels where input and ground truth both exist.</p>" + _html_table(HEADER, rows))
+             if summary.get("samples_with_ground_truth", 1) else
+             (f"<p>{summary['samples_refined']} inputs refined, {summary['failures']} failures. No input has a "
+              "ground truth, so there is no error to measure: see the gallery and the failures.</p>")]
     if "heatmaps" in summary["figures"]:
         parts += ["<h2>Error heat maps (best, median, worst refined sample)</h2><img src='heatmaps.png'>",
                   "<h2>Per-sample improvement</h2><img src='improvement_hist.png'>"]
+    if "gallery" in summary:
+        g = summary["gallery"]
+        parts += [f"<h2>Inputs without ground truth (photo | coarse | refined)</h2><p>{g['without_ground_truth']} "
+                  f"refined without a ground truth to measure against; the first {g['shown']} are shown.</p>"
+                  "<img src='gallery.png'>"]
     parts.append("<h2>Failures</h2>")
     if summary["failures"]:
         rows_f = [[str(e.get(k, "")) for k in ("file", "sample_id", "stage", "reason")] for e in summary["failures_listed"]]

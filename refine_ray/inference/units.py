@@ -63,12 +63,23 @@ CARRIED = ("sample_id", "dataset", "subject_id", "scan_id", "expression", "pose"
 
 @dataclass(frozen=True)
 class Unit:
+    """One work unit: a row group of a shard (kind "shards"), or a few raw inputs encoded on the fly
+    (kind "photos", …: `items` are their URIs, `file` the input root). See inference.inputs."""
+
     file: str
     row_group: int
     name: str
+    kind: str = "shards"
+    items: tuple[str, ...] = ()
 
     def to_row(self) -> dict[str, Any]:
-        return {"file": self.file, "row_group": self.row_group, "name": self.name}
+        return {"file": self.file, "row_group": self.row_group, "name": self.name, "kind": self.kind,
+                "items": json.dumps(list(self.items))}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Unit":
+        return cls(str(row["file"]), int(row["row_group"]), str(row["name"]), str(row.get("kind", "shards")),
+                   tuple(json.loads(str(row.get("items") or "[]"))))
 
 
 def unit_name(file_uri: str, row_group: int) -> str:
@@ -208,8 +219,7 @@ def _rows_one_by_one(table: pa.Table) -> Iterator[tuple[int, pa.Table]]:
 
 def _decode_checked(table: pa.Table, file: str, errors: list[dict[str, str]]) -> tuple[pa.Table, dict[str, np.ndarray]] | None:
     """Decode a batch; when it fails, find the bad rows one by one, record them, and keep the good ones."""
-    has_target = "target" in table.column_names
-    work = table if has_target else _with_empty_target(table)
+    work = table   # rows without ground truth decode to an empty target (data.schema.decode_images)
     try:
         return table, decode_images(work)
     except Exception:
@@ -228,17 +238,39 @@ def _decode_checked(table: pa.Table, file: str, errors: list[dict[str, str]]) ->
         return table, decode_images(work.take(idx))
 
 
-def _with_empty_target(table: pa.Table) -> pa.Table:
-    """Inputs without ground truth (refinement only): an all-background target so decoding is uniform."""
-    h = table.column("height").to_numpy()
-    w = table.column("width").to_numpy()
-    tgt = [(-np.ones((int(a), int(b), 3), "<f4")).tobytes() for a, b in zip(h, w)]
-    msk = [np.zeros((int(a), int(b)), "u1").tobytes() for a, b in zip(h, w)]
-    if "target" not in table.column_names:
-        table = table.append_column("target", pa.array(tgt, pa.binary()))
-    if "target_mask" not in table.column_names:
-        table = table.append_column("target_mask", pa.array(msk, pa.binary()))
-    return table
+def shard_batches(unit: Unit, batch_size: int, split: str | None, counts: dict[str, int],
+                  errors: list[dict[str, str]]) -> Iterator[tuple[pa.Table, dict[str, dict]]]:
+    """Batches of one row group of a sample shard (only `split` when given); no extras."""
+    fs, path = storage.arrow_filesystem(unit.file)
+    with fs.open_input_file(path) as f:
+        pf = pq.ParquetFile(f)
+        missing = [c for c in ("sample_id", "input", "input_mask", "height", "width", "input_channels")
+                   if c not in pf.schema_arrow.names]
+        if missing:
+            raise ValueError(f"lacks required columns {missing}")
+        for rb in pf.iter_batches(batch_size=batch_size, row_groups=[unit.row_group]):
+            table = pa.Table.from_batches([rb])
+            if split is not None and "split" in table.column_names:
+                table = table.filter(pa.compute.equal(table.column("split"), split))
+            counts["in"] += table.num_rows
+            if table.num_rows:
+                yield table, {}
+
+
+def kept_pixels(imgs: dict[str, np.ndarray], refined: np.ndarray) -> np.ndarray:
+    """(B,H,W) bool: the pixels each refined surface keeps (geometry.refined_footprint) — one decision
+    for its mask, metrics, mesh and maps."""
+    if not len(refined):
+        return np.zeros(refined.shape[:3], bool)
+    return np.stack([refined_footprint(imgs["input"][i, ..., 0], refined[i, ..., 0], imgs["input_mask"][i])
+                     for i in range(len(refined))])
+
+
+def refine_decoded(predictor: Predictor, imgs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(refined (B,H,W,3) network units, kept (B,H,W) bool) of a decoded batch: the model's step of the
+    batch job and of the Python API."""
+    refined = predictor(imgs["input"], imgs["input_mask"])
+    return refined, kept_pixels(imgs, refined)
 
 
 def process_unit(
@@ -251,30 +283,30 @@ def process_unit(
     mesh_writer: Any = None,
     kill_once_marker: str | None = None,
     overlap: bool = True,
+    batches: Any = None,
 ) -> dict[str, Any]:
     """Refine every sample of one unit, write its shards, commit its marker; return the marker's content.
 
     With `overlap` the next batch is read and decoded, and the previous one scored and written, while
-    the model runs (inference.overlap); without, one step after the other (the plain loop)."""
+    the model runs (inference.overlap); without, one step after the other (the plain loop).
+    `batches(unit, batch_size, counts, errors)` yields (table of sample rows, extras by sample_id) for
+    units of raw inputs (inference.inputs: photos are encoded in the read-ahead thread); shard units read
+    their row group. `mesh_writer(row_table, coarse, coarse_mask, refined, kept, extra)` writes the
+    user-facing files of one sample.
+    """
     errors: list[dict[str, str]] = []
     refined_w = metrics_w = None
     counts = {"in": 0}
     depth = 1 if overlap else 0
     writer = OrderedWriter(depth)
     try:
-        fs, path = storage.arrow_filesystem(unit.file)
-        with fs.open_input_file(path) as f, writer, contextlib.ExitStack() as stack:
-            pf = pq.ParquetFile(f)
-            missing = [c for c in ("sample_id", "input", "input_mask", "height", "width", "input_channels")
-                       if c not in pf.schema_arrow.names]
-            if missing:
-                raise ValueError(f"lacks required columns {missing}")
-            refined_w = AtomicParquetWriter(part_uri(output, unit.name, "refined.parquet"), _refined_schema(pf.schema_arrow))
-            metrics_w = AtomicParquetWriter(part_uri(output, unit.name, "metrics.parquet"), METRICS_SCHEMA)
+        with writer, contextlib.ExitStack() as stack:
+            stream = (batches(unit, batch_size, counts, errors) if batches is not None
+                      else shard_batches(unit, batch_size, split, counts, errors))
             model_res = 0
-            batches = read_ahead(_decoded_batches(pf, unit, batch_size, split, errors, counts), depth)
-            stack.callback(batches.close)  # the reader thread stops before the file closes, whatever happens
-            for table, imgs in batches:
+            decoded = read_ahead(_decoded(stream, unit, errors), depth)
+            stack.callback(decoded.close)  # the reader thread stops before the file closes, whatever happens
+            for table, imgs, extras in decoded:
                 try:
                     refined = predictor(imgs["input"], imgs["input_mask"])
                 except Exception as exc:
@@ -284,9 +316,13 @@ def process_unit(
                 if kill_once_marker and not os.path.exists(kill_once_marker):
                     open(kill_once_marker, "w").close()
                     os._exit(1)  # fault injection: die mid-unit, before anything is committed
+                if refined_w is None:
+                    refined_w = AtomicParquetWriter(part_uri(output, unit.name, "refined.parquet"),
+                                                    _refined_schema(table.schema))
+                    metrics_w = AtomicParquetWriter(part_uri(output, unit.name, "metrics.parquet"), METRICS_SCHEMA)
                 model_res = max(model_res, int(getattr(predictor.refiner, "resolution", 0) or refined.shape[1]))
                 writer.submit(_score_and_write, unit, table, imgs, refined, model_res, depth_range, mesh_writer,
-                              refined_w, metrics_w, errors)
+                              refined_w, metrics_w, errors, extras)
             writer.drain()
         n_out = sum(writer.results)
     except (ValueError, KeyError, pa.ArrowException) as exc:
@@ -303,37 +339,37 @@ def process_unit(
     for w in (refined_w, metrics_w):
         if w is not None:
             w.commit()
-    marker = {"unit": unit.name, "file": unit.file, "row_group": unit.row_group, "samples_in": counts["in"],
-              "samples_refined": n_out, "depth_range_mm": list(depth_range), "errors": errors}
+    marker = {"unit": unit.name, "file": unit.file, "row_group": unit.row_group, "kind": unit.kind,
+              "samples_in": counts["in"], "samples_refined": n_out, "depth_range_mm": list(depth_range),
+              "errors": errors}
     storage.atomic_write_text(part_uri(output, unit.name, "done.json"), json.dumps(marker, indent=1))
     return marker
 
 
-def _decoded_batches(pf: pq.ParquetFile, unit: Unit, batch_size: int, split: str | None,
-                     errors: list[dict[str, str]], counts: dict[str, int]) -> Iterator[tuple[pa.Table, dict]]:
-    """(rows, decoded images) of each batch of the unit's row group; undecodable rows become errors."""
-    for rb in pf.iter_batches(batch_size=batch_size, row_groups=[unit.row_group]):
-        table = pa.Table.from_batches([rb])
-        if split is not None and "split" in table.column_names:
-            table = table.filter(pa.compute.equal(table.column("split"), split))
-        counts["in"] += table.num_rows
-        if table.num_rows == 0:
-            continue
-        decoded = _decode_checked(table, unit.file, errors)
-        if decoded is not None:
-            yield decoded
+def _decoded(stream: Iterator[tuple[pa.Table, dict]], unit: Unit,
+             errors: list[dict[str, str]]) -> Iterator[tuple[pa.Table, dict, dict]]:
+    """(rows, decoded images, extras) of each batch of a unit; undecodable rows become errors."""
+    try:
+        for table, extras in stream:
+            decoded = _decode_checked(table, unit.file, errors)
+            if decoded is not None:
+                yield decoded[0], decoded[1], extras
+    finally:
+        stream.close()   # a shard's file closes with its reader
 
 
 def _score_and_write(unit: Unit, table: pa.Table, imgs: dict, refined: np.ndarray, model_res: int,
                      depth_range: tuple[float, float], mesh_writer: Any, refined_w: "AtomicParquetWriter",
-                     metrics_w: "AtomicParquetWriter", errors: list[dict[str, str]]) -> int:
-    """Footprint, metrics and mesh of each refined sample, then one batch into the unit's two shards."""
+                     metrics_w: "AtomicParquetWriter", errors: list[dict[str, str]], extras: dict | None = None) -> int:
+    """Footprint, metrics and user-facing files of each refined sample, then one batch into the unit's shards."""
+    extras = extras or {}
     rows_m, refined_bytes, mask_bytes = [], [], []
     scales = (table.column("scale_px_per_mm").to_pylist() if "scale_px_per_mm" in table.column_names
               else [1.0] * table.num_rows)
+    sids = table.column("sample_id").to_pylist()
+    kept_all = kept_pixels(imgs, refined)
     for i in range(table.num_rows):
-        # the refined surface's pixels: one decision for its mask, its metrics and its mesh
-        kept = refined_footprint(imgs["input"][i, ..., 0], refined[i, ..., 0], imgs["input_mask"][i])
+        kept = kept_all[i]
         sm = _sample_metrics(imgs["input"][i, ..., :3], refined[i], imgs["target"][i], imgs["input_mask"][i],
                              imgs["target_mask"][i], kept, depth_range, float(scales[i]))
         rows_m.append(sm)
@@ -341,10 +377,11 @@ def _score_and_write(unit: Unit, table: pa.Table, imgs: dict, refined: np.ndarra
         mask_bytes.append(kept.astype("u1").tobytes())
         if mesh_writer is not None:
             try:
-                mesh_writer(table.slice(i, 1), refined[i], kept, imgs, i)
+                mesh_writer(table.slice(i, 1), imgs["input"][i], imgs["input_mask"][i], refined[i], kept,
+                            extras.get(sids[i]))
             except Exception as exc:
-                errors.append({"file": unit.file, "sample_id": table.column("sample_id")[i].as_py(),
-                               "stage": "mesh", "reason": str(exc)})
+                errors.append({"file": (extras.get(sids[i]) or {}).get("file", unit.file), "sample_id": sids[i],
+                               "stage": "outputs", "reason": f"{type(exc).__name__}: {exc}"})
     carried = table.select([n for n in CARRIED if n in table.column_names])
     carried = carried.append_column("refined", pa.array(refined_bytes, pa.binary()))
     carried = carried.append_column("refined_mask", pa.array(mask_bytes, pa.binary()))

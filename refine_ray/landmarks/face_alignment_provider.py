@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from refine_ray.landmarks.base import LandmarkError, LandmarkProvider
+from refine_ray.landmarks.base import LandmarkError, LandmarkProvider, PhotoLandmarks
 
 
 class LandmarkWeightsMissing(RuntimeError):
@@ -170,6 +170,23 @@ class FaceAlignmentLandmarks(LandmarkProvider):
             for j, p in zip(keep, preds):
                 results[todo[j]] = p
         return results
+
+    def detect(self, photo: np.ndarray, source: str) -> PhotoLandmarks:
+        """The largest face the SFD detector finds on a photo (with detector 'full_image': the whole photo)."""
+        photo = np.asarray(photo)
+        if photo.ndim != 3 or photo.shape[2] != 3:
+            raise LandmarkError(source, f"photo must be (H, W, 3) RGB, got {photo.shape}")
+        fa = self._model()
+        if self.detector == "full_image":
+            boxes = [np.array([0.0, 0.0, photo.shape[1], photo.shape[0]])]
+        else:
+            boxes = [np.asarray(b)[:4] for b in fa.face_detector.detect_from_image(np.ascontiguousarray(photo).copy())]
+        if not boxes:
+            raise LandmarkError(source, "no face found in the photo")
+        box = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+        pts = self._predict(fa, [photo], [box])[0]
+        return PhotoLandmarks(np.asarray(pts, np.float64), faces_found=len(boxes), box=tuple(float(v) for v in box),
+                              provider=self.name)
 
     def landmarks_for(self, scan, photo: np.ndarray | None = None) -> np.ndarray:
         result = self.landmarks_for_batch([scan], [photo if photo is not None else getattr(scan, "photo", None)])[0]

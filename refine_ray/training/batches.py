@@ -22,7 +22,7 @@ COLUMNS = ["sample_id", "height", "width", "input_channels", "input", "target", 
 def decode_for_training(batch: dict[str, Any], with_scan_holes: bool = True) -> dict[str, np.ndarray]:
     """Ray Data map_batches function: bytes columns → channel-first float32 images and uint8 masks
     (+ `scan_holes` when `with_scan_holes`: a hole fill per image, only worth it for optim.ignore_scan_holes)."""
-    img = decode_images(batch)
+    img = decode_images(batch, require_target=True)
     out = {
         "input": np.ascontiguousarray(img["input"].transpose(0, 3, 1, 2)),
         "target": np.ascontiguousarray(img["target"].transpose(0, 3, 1, 2)),

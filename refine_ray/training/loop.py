@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from refine_ray import storage
+from refine_ray.data.encoding import data_settings
 from refine_ray.data.schema import read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.metrics import mae_mm, mae_norm
@@ -156,6 +157,7 @@ def _checkpoint_state(gan: ConditionalGan, cfg: TrainConfig, stage: int, resolut
         "rng": {"seed": cfg.schedule.seed, "torch": torch.get_rng_state(), "augment": augment_rng.get_state()},
         "config": cfg.model_dump(mode="json"), "code_version": code_version(),
         "normalization": manifest.get("normalization"), "input_channels": list(manifest.get("input_channels", [])),
+        "data": data_settings(manifest),  # how inputs must be encoded for this model (refinement reads it)
     })
     return state
 
