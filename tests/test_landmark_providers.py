@@ -62,7 +62,7 @@ def test_file_provider_errors_name_the_scan():
 
 def test_make_provider_rejects_unknown_names_and_settings():
     with pytest.raises(ValueError, match="unknown landmark provider"):
-        make_provider("dlib")
+        make_provider("no-such-detector")
     with pytest.raises(ValueError, match="unknown setting"):
         make_provider("file", sigma=2)
 
