@@ -2,6 +2,7 @@
 
     r = Refiner.load("runs/quickstart")                 # a run dir or a stage checkpoint, local or s3://
     face = r.refine_photo("me.jpg")                     # or an (H, W, 3) uint8 array / PIL image
+    face = r.refine_mesh("deca.obj", units="m")         # a coarse mesh of another tool, back in its own frame
     face.refined.export("me.refined.ply")               # trimesh.Trimesh, mm, coloured from the photo
     face.coarse, face.maps["refined_depth_mm"], face.fit["pose"]
 
@@ -21,7 +22,11 @@ from refine_ray.data.schema import decode_images, rows_to_table
 from refine_ray.geometry import DceNormalization
 from refine_ray.inference.model import encoding_of_checkpoint, load_model, Predictor
 from refine_ray.inference.outputs import assemble, OutputWriter, RefinedFace
+from refine_ray.data.coarse_mesh import CoarseMesh, CoarseMeshError
+from refine_ray.inference.mesh_input import MeshEncoder, MeshOptions
 from refine_ray.inference.photo_input import extras_of, PhotoEncoder, PhotoOptions
+from refine_ray.landmarks import formats
+from refine_ray.scans.frontal import UNITS_MM
 from refine_ray.inference.units import refine_decoded
 
 
@@ -76,9 +81,52 @@ class Refiner:
         sample = self.photo_encoder.encode(photo, source, scan_id, landmarks, lm_source)
         return self.refine_sample(sample.row, extras_of(sample, photo, source))
 
-    # refine_mesh(mesh, landmarks_3d, photo=None) — coarse meshes made by other tools — builds the sample
-    # row and extras of the mesh (brought to the model's frame by its landmarks) and calls refine_sample,
-    # as refine_photo does; the result then goes back to the mesh's own frame and units.
+    def refine_mesh(self, mesh: Any, landmarks_3d: np.ndarray | None = None, photo: Any = None, units: str = "mm",
+                    landmark_index: str | None = None, name: str | None = None) -> RefinedFace:
+        """Refine a coarse mesh made by another tool: a path/URI (OBJ/PLY/GLB/GLTF; landmark file or
+        <name>.landmark_index.txt beside it) or a trimesh.Trimesh. `landmarks_3d`: (68, 3) iBUG points in the
+        mesh's frame and unit. The refined and coarse meshes come back in the mesh's own frame and unit.
+        `photo` (an (H, W, 3) uint8 image) is kept for the gallery tile; colours come from the mesh's texture
+        or vertex colours. Raises data.coarse_mesh.CoarseMeshError (file, stage, reason)."""
+        if units not in UNITS_MM:
+            raise ValueError(f"units must be one of {sorted(UNITS_MM)}, got {units!r}")
+        encoder = self.mesh_encoder(units, landmark_index)
+        if isinstance(mesh, str):
+            coarse = encoder.read(mesh)
+            if landmarks_3d is not None:
+                coarse.landmarks_3d = np.asarray(landmarks_3d, dtype=np.float64) * UNITS_MM[units]
+            source = mesh
+        else:
+            if landmarks_3d is None:
+                raise ValueError("a mesh given as arrays needs landmarks_3d (68, 3)")
+            visual = getattr(mesh, "visual", None)
+            colors = None
+            if visual is not None and visual.kind == "vertex":
+                colors = np.asarray(visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
+            source = "<mesh>"
+            coarse = CoarseMesh(source, np.asarray(mesh.vertices, dtype=np.float64) * UNITS_MM[units],
+                                np.asarray(mesh.faces, dtype=np.int64),
+                                np.asarray(landmarks_3d, dtype=np.float64) * UNITS_MM[units], units, colors,
+                                landmark_source="given")
+        try:
+            formats.check_ibug68(coarse.landmarks_3d, source)
+        except formats.LandmarkFormatError as exc:
+            raise CoarseMeshError(source, "landmarks", exc.problem) from None
+        scan_id = name or (source.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if source[0] != "<" else "mesh")
+        row, extra = encoder.encode(coarse, scan_id)
+        if photo is not None:
+            extra["photo"] = np.asarray(photo)
+        return self.refine_sample(row, extra)
+
+    def mesh_encoder(self, units: str = "mm", landmark_index: str | None = None) -> MeshEncoder:
+        key = (units, landmark_index)
+        if getattr(self, "_mesh_encoders", None) is None:
+            self._mesh_encoders = {}
+        if key not in self._mesh_encoders:
+            morphable = self._morphable or (self._photo_encoder.morphable if self._photo_encoder else None)
+            self._mesh_encoders[key] = MeshEncoder(self.encoding, MeshOptions(units=units, landmark_index=landmark_index,
+                                                                              model=self.photo_options.model), morphable)
+        return self._mesh_encoders[key]
 
     def refine_sample(self, row: dict[str, Any], extra: dict[str, Any] | None = None) -> RefinedFace:
         """Refine one encoded sample (a data.schema row) — the step every input kind ends in."""

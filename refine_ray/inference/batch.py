@@ -29,6 +29,7 @@ from refine_ray.inference.config import RefineConfig
 from refine_ray.inference.inputs import batches_factory, resolve_kind
 from refine_ray.inference.model import depth_range_mm, encoding_of_checkpoint, load_model, Predictor
 from refine_ray.inference.outputs import assemble, OutputWriter
+from refine_ray.inference.mesh_input import MeshOptions
 from refine_ray.inference.photo_input import PhotoOptions
 from refine_ray.inference.report import write_report
 from refine_ray.inference.units import done_units, METRICS_SCHEMA, part_uri, process_unit, Unit
@@ -168,7 +169,10 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable, kind: Any, en
     meshes = cfg.meshes if cfg.meshes is not None else plan.raw
     raw_inputs = {}
     if plan.raw:
-        options = PhotoOptions(**cfg.photos.model_dump(exclude={"per_unit"}))
+        if plan.kind == "meshes":
+            options = MeshOptions(**cfg.coarse_meshes.model_dump(exclude={"per_unit"}))
+        else:
+            options = PhotoOptions(**cfg.photos.model_dump(exclude={"per_unit"}))
         raw_inputs[plan.kind] = {"encoding": encoding.to_dict(), "options": options.to_dict()}
     finished = set() if cfg.overwrite else done_units(cfg.output)
     todo = [u for u in units if u.name not in finished]

@@ -35,13 +35,30 @@ class PhotoSettings(StrictModel):
                             json_schema_extra=flag("--max-photo-pixels"))
 
 
+class CoarseMeshSettings(StrictModel):
+    """Coarse meshes made by other tools (input_kind meshes)."""
+
+    units: Literal["mm", "cm", "m"] = Field("mm", description="unit of the coarse meshes' coordinates",
+                                            json_schema_extra=flag("--mesh-units"))
+    landmark_index: str | None = Field(None, description="landmark-vertex-index file (68 vertex indices) of the meshes' "
+                                                         "topology, when no landmark file is beside a mesh",
+                                       json_schema_extra=flag("--mesh-landmark-index"))
+    landmark_group: str | None = Field(None, description="group of a multi-group .ljson landmark file",
+                                       json_schema_extra=flag(None))
+    model: str | None = Field(None, description="3DMM whose mean landmarks define the frame; default: the model's "
+                                                "training data's", json_schema_extra=flag(None))
+    per_unit: int = Field(8, ge=1, le=4096, description="meshes per work unit (one commit each)",
+                          json_schema_extra=flag("--meshes-per-unit"))
+
+
 class RefineConfig(StrictModel):
     """Batch refinement: which model, which data, where the outputs go and how the work is spread."""
 
     checkpoint: str | None = Field(default=None, description="stage checkpoint, or a training run dir (its last stage); local or s3://")
     input: str | None = Field(default=None, description="sample shards (the preprocess output), raw scans or face photos; local or s3://")
-    input_kind: Literal["auto", "shards", "scans", "photos"] = Field(
-        default="auto", description="what --input holds (auto: shards, else scans, else photos)")
+    input_kind: Literal["auto", "shards", "meshes", "scans", "photos"] = Field(
+        default="auto", description="what --input holds (auto: shards, else coarse meshes with <name>.landmark_index.txt "
+                                    "files, else scans, else photos)")
     output: str | None = Field(default=None, description="output folder or s3:// prefix")
     split: str | None = Field(default="test", description="only samples of this split; null = every sample")
     batch_size: int = Field(default=32, ge=1, description="images per model call")
@@ -60,6 +77,7 @@ class RefineConfig(StrictModel):
         "model); image_size, scale_px_per_mm, textured, normalization and the crop come from the checkpoint, "
         "and a value that contradicts it is refused"))
     photos: PhotoSettings = PhotoSettings()
+    coarse_meshes: CoarseMeshSettings = CoarseMeshSettings()
     report: ReportSettings = ReportSettings()
 
     @field_validator("prepare")

@@ -3,6 +3,9 @@
     shards   sample shards (jobs/preprocess.py output, any folder of them, one .parquet file)
     scans    raw scans (FRGC, Bosphorus, OBJ/PLY/WRL + photo + landmarks): prepared once into shards
              with the checkpoint's encoding (data.encoding), then refined as shards
+    meshes   coarse meshes made by other tools (OBJ/PLY/GLB/GLTF + 3D landmarks or a landmark-vertex-index
+             file): brought to the model's frame by their landmarks, encoded on the fly, written back in
+             their own frame and unit
     photos   a folder / s3:// prefix of .jpg/.jpeg/.png face photos: encoded on the fly in the units
 
 A kind is an `InputKind`: `detect(input_uri)` says whether the input is of that kind (tried in
@@ -24,6 +27,8 @@ from refine_ray.data.encoding import (check_shards_match, Encoding, encoding_fro
     manifest_encoding)
 from refine_ray.data.photos import discover_photos, LANDMARK_SUFFIXES
 from refine_ray.data.schema import read_manifest
+from refine_ray.inference.mesh_input import (discover_meshes, has_index_files, mesh_batches, MeshEncoder, MeshOptions,
+    plan_mesh_units)
 from refine_ray.inference.photo_input import (check_detector, photo_batches, PhotoEncoder, PhotoOptions,
     plan_photo_units)
 from refine_ray.inference.prepare import prepare_raw_input
@@ -117,6 +122,28 @@ class ScansInput(InputKind):
         return Plan(self.name, units, errors, norm, None, warnings=warnings)
 
 
+class MeshesInput(InputKind):
+    """Coarse meshes made by other tools. Auto-detected only where landmark-index files sit beside meshes
+    (a folder of meshes with 3D landmark files is also a valid scan folder: ask for input_kind meshes)."""
+
+    name = "meshes"
+    raw = True
+
+    def detect(self, input_uri: str) -> bool:
+        try:
+            return has_index_files(input_uri) and bool(discover_meshes(input_uri))
+        except FileNotFoundError:
+            return False
+
+    def plan(self, cfg, encoding: Encoding | None) -> Plan:
+        if encoding is None:
+            raise EncodingError("coarse-mesh inputs need the model's input encoding (a checkpoint that records it)")
+        units, errors = plan_mesh_units(cfg.input, cfg.coarse_meshes.per_unit)
+        if not units and not errors:
+            raise FileNotFoundError(f"{cfg.input}: no meshes (.obj, .ply, .glb, .gltf)")
+        return Plan(self.name, units, errors, dict(encoding.normalization), None, raw=True)
+
+
 class PhotosInput(InputKind):
     name = "photos"
     raw = True
@@ -177,7 +204,7 @@ def find_input_shards(input_uri: str, split: str | None) -> tuple[list[str], lis
 
 # Tried in this order when input_kind is "auto": shards, then scans (whose folders hold photos too),
 # then photos. A kind for foreign coarse meshes goes before scans (both may be OBJ/PLY).
-KINDS: dict[str, InputKind] = {k.name: k for k in (ShardsInput(), ScansInput(), PhotosInput())}
+KINDS: dict[str, InputKind] = {k.name: k for k in (ShardsInput(), MeshesInput(), ScansInput(), PhotosInput())}
 
 
 def resolve_kind(input_uri: str, requested: str = "auto") -> InputKind:
@@ -201,4 +228,8 @@ def batches_factory(kind: str, context: dict[str, Any]) -> Callable:
         enc = encoding_from_data(context["encoding"], context["encoding"].get("source", "checkpoint"))
         encoder = PhotoEncoder(enc, PhotoOptions(**context["options"]))
         return lambda unit, batch_size, counts, errors: photo_batches(encoder, unit, batch_size, counts, errors)
+    if kind == "meshes":
+        enc = encoding_from_data(context["encoding"], context["encoding"].get("source", "checkpoint"))
+        mesh_encoder = MeshEncoder(enc, MeshOptions(**context["options"]))
+        return lambda unit, batch_size, counts, errors: mesh_batches(mesh_encoder, unit, batch_size, counts, errors)
     raise ValueError(f"no batches for input kind {kind!r}")

@@ -23,6 +23,7 @@ import trimesh
 from refine_ray import storage
 from refine_ray.geometry import DceNormalization, ImageView, depth_to_mesh
 from refine_ray.geometry import maps
+from refine_ray.inference.mesh_input import to_input_frame
 
 MESH_FORMATS = ("ply", "obj")
 TILE = 128
@@ -89,6 +90,8 @@ def assemble(row: dict[str, Any], coarse_units: np.ndarray, coarse_mask: np.ndar
     if len(f) == 0:
         raise ValueError("refined depth gives no triangle (empty footprint)")
     refined = _mesh(v, f, _colours_at(v, view, rgb))
+    if "to_input" in extra:   # coarse meshes of other tools: back to the input mesh's own frame and unit
+        refined = _mesh(to_input_frame(v, extra["to_input"]), f, _colours_at(v, view, rgb))
     if "coarse_mesh" in extra:
         cv, cf, cc = extra["coarse_mesh"]
         coarse = _mesh(cv, cf, cc)
