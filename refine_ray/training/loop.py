@@ -48,9 +48,9 @@ def fade_alpha(stage: int, iteration: int, cfg: TrainConfig, fading: bool = True
     return min(1.0, (iteration + 1) / fade_iters)
 
 
-def depth_to_mm(depth: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
+def depth_to_mm(depth: np.ndarray, normalization: DceNormalization) -> np.ndarray:
     """Network-unit depth → mm with the dataset's fixed affine map (docs/design.md: never per image)."""
-    return DceNormalization.from_dict(normalization).denormalize_depth(depth)
+    return normalization.denormalize_depth(depth)
 
 
 def _batches(shard, batch_size: int, device, shuffle_buffer: int,
@@ -111,7 +111,7 @@ class RunLog:
 
 
 def validate(gan: ConditionalGan, val: dict[str, np.ndarray], stage: int, resolution: int,
-             normalization: dict[str, Any], scale_px_per_mm: float, grid_samples: int) -> tuple[dict[str, float], bytes]:
+             normalization: DceNormalization, scale_px_per_mm: float, grid_samples: int) -> tuple[dict[str, float], bytes]:
     """mae_norm / mae_mm of the EMA generator and of the coarse input on held-out samples, and the PNG grid."""
     dev = gan.device
     x = reduce_images(torch.from_numpy(val["input"]), resolution)
@@ -220,7 +220,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                        sch.cache_mb)
     val = read_validation(cfg.data, sch.val_samples) if rank == 0 else None
     scale = float(manifest["scale_px_per_mm"])
-    normalization = manifest["normalization"]
+    normalization = DceNormalization.from_dict(manifest["normalization"])
 
     for stage in range(start_stage, len(plan)):
         r = plan[stage]
