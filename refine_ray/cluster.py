@@ -19,7 +19,6 @@ def ensure_ray(**overrides: Any) -> None:
 
     if ray.is_initialized():
         return
-    env = storage.worker_env()
-    options: dict[str, Any] = {"runtime_env": {"env_vars": env} if env else None,
+    options: dict[str, Any] = {"runtime_env": storage.driver_runtime_env(),
                                "configure_logging": False, "log_to_driver": True}
     ray.init(**{**options, **overrides})

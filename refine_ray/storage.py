@@ -91,6 +91,20 @@ def worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in AWS_ENV_KEYS if os.environ.get(k) and k not in SECRET_ENV_KEYS}
 
 
+def driver_runtime_env() -> dict | None:
+    """The runtime_env for a job's own `ray.init`: the non-secret store settings (worker_env) minus any
+    variable the submitted job's runtime env already sets (`ray job submit --runtime-env-json`), since
+    Ray refuses to start a driver whose runtime env repeats one of the job's variables."""
+    import json
+
+    env = worker_env()
+    job = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set by Ray for a submitted job's driver
+    if job:
+        taken = (json.loads(job).get("runtime_env") or {}).get("env_vars") or {}
+        env = {k: v for k, v in env.items() if k not in taken}
+    return {"env_vars": env} if env else None
+
+
 class WorkerCredentials:
     """This process's object-store settings, credentials included, on their way to Ray workers.
 

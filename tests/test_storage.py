@@ -49,3 +49,26 @@ def test_output_claim_waits_for_the_workers_of_a_killed_run(tmp_path):
         with pytest.raises(ValueError, match="another run"):
             with storage.OutputClaim(out, wait_s=0.5):
                 pass
+
+
+def test_a_submitted_jobs_own_variables_are_not_repeated_in_its_drivers_runtime_env(monkeypatch):
+    """Ray refuses a driver's ray.init whose runtime env repeats a variable of the job's
+    (`ray job submit --runtime-env-json '{"env_vars": …}'`): those are left out."""
+    import json
+
+    from refine_ray import storage
+
+    for key in storage.AWS_ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "never-in-a-runtime-env")
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert storage.driver_runtime_env() == {"env_vars": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+                                                         "AWS_DEFAULT_REGION": "us-east-1"}}
+    job = {"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}}, "metadata": {}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert storage.driver_runtime_env() == {"env_vars": {"AWS_DEFAULT_REGION": "us-east-1"}}
+    job["runtime_env"]["env_vars"]["AWS_DEFAULT_REGION"] = "us-east-1"
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert storage.driver_runtime_env() is None

@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel
 
 from refine_ray.config import ConfigError, flag, load_config  # noqa: F401 - flag is part of this API
+from refine_ray.logs import add_log_level_argument, configure_logging
 
 EXIT_DONE = 0
 EXIT_SOME_FAILED = 1
@@ -97,6 +98,7 @@ def parser_for(model: type[BaseModel], prog: str, description: str | None,
     """An argparse parser with `--config` plus one flag per field of `model` (see the module doc)."""
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help=config_help)
+    add_log_level_argument(p)
     seen: dict[str, str] = {}
     for name, key, info in model_flags(model):
         if name in seen:
@@ -122,7 +124,9 @@ def overrides(model: type[BaseModel], args: argparse.Namespace) -> dict[str, Any
 
 
 def load(model: type[BaseModel], args: argparse.Namespace, extra: dict[str, Any] | None = None):
-    """The job's config: `--config` file, then the flags, then `extra` overrides; ConfigError on bad values."""
+    """The job's config: `--config` file, then the flags, then `extra` overrides; ConfigError on bad values.
+    Also sets up the job's logging from `--log-level`, the first thing every job does with its flags."""
+    configure_logging(getattr(args, "log_level", "info"))
     return load_config(model, args.config, {**overrides(model, args), **(extra or {})})
 
 
