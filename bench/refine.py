@@ -3,7 +3,7 @@ plain PyTorch loop over the same shards on the same device (goal: Ray Data ≥ 1
 each of `--sizes` in one run.
 
   python -m bench.refine [--images 1024] [--sizes 64 256] [--batch-size 32] [--gpu --bf16 --channels-last]
-  python -m bench.refine --photos 16 [--size 256] [--job]     # the photo path, per core and per stage
+  python -m bench.refine --photos 16 [--sizes 256] [--job]     # the photo path, per core and per stage
 
 Both sides run the same per-unit code (read shard → decode → generator → metrics → write shards): the
 plain loop one step after the other in this process, Ray Data through the actor pool, where each actor
@@ -67,6 +67,7 @@ def photo_bench(args) -> int:
 
 
     torch.set_num_threads(1)
+    size = args.sizes[-1]   # the photo path runs at one size: the last of --sizes
     work = tempfile.mkdtemp(prefix="bench-photos-")
     try:
         from PIL import Image
@@ -78,8 +79,8 @@ def photo_bench(args) -> int:
             Image.fromarray(render_scan(make_face(Identity.sample(rng), f"s{k}"), FRGC, rng).photo).save(
                 os.path.join(folder, f"face{k:04d}.png"))
         ck = os.path.join(work, "ck.pt")
-        make_checkpoint(ck, args.size, args.max_channels)
-        record = {"image_size": args.size, "scale_px_per_mm": 1.2 * args.size / 256, "translation_px": [0.0, 0.0],
+        make_checkpoint(ck, size, args.max_channels)
+        record = {"image_size": size, "scale_px_per_mm": 1.2 * size / 256, "translation_px": [0.0, 0.0],
                   "textured": True, "normalization": DceNormalization().to_dict(), "preprocess": {"model": None}}
         enc = encoding_from_data(record, "bench")
         encoder = PhotoEncoder(enc, PhotoOptions(landmarks="dlib"))
@@ -117,7 +118,7 @@ def photo_bench(args) -> int:
                     stages[key] += dt
                 done += 1
         total = sum(stages.values())
-        print(f"photos={args.photos} (640x480 synthetic renders) size={args.size}² max_channels={args.max_channels} "
+        print(f"photos={args.photos} (640x480 synthetic renders) size={size}² max_channels={args.max_channels} "
               f"one thread; faces found in {done}, none in {failed}")
         core = sum(v for k, v in stages.items() if k != "outputs")
         print(f"detect+fit+encode+refine:          {done / core:9.2f} photos/s per core (CPU time)")
