@@ -11,7 +11,7 @@ import pytest
 
 from refine_ray.inference.model import Predictor
 from refine_ray.inference.overlap import OrderedWriter, read_ahead
-from refine_ray.inference.batch import find_input_shards
+from refine_ray.inference.inputs import find_input_shards
 from refine_ray.inference.units import plan_units, process_unit
 
 import refine_support as rf
