@@ -19,15 +19,25 @@ class _Evil:
         return (os.system, ("touch /tmp/refine-ray-pwned",))
 
 
+@pytest.fixture(autouse=True)
+def _ray_must_not_start(monkeypatch):
+    """Every job here must fail on the driver: starting (or joining) Ray is itself a failure."""
+    def refuse(**_):
+        raise AssertionError("Ray was started before the bad input was found")
+    for module in ("refine_ray.inference.batch", "refine_ray.training.trainer", "refine_ray.data.pipeline"):
+        monkeypatch.setattr(f"{module}.ensure_ray", refuse)
+
+
 def _one_line_exit_2(capsys, main, argv, *needles):
     import ray
 
+    started = ray.is_initialized()       # another test's session Ray may be up already
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     for needle in needles:
         assert needle in err, err
-    assert not ray.is_initialized()      # found before Ray started
+    assert ray.is_initialized() == started      # found before this job started Ray
     return err
 
 

@@ -68,12 +68,12 @@ def test_odd_file_names_in_preprocessing(odd_scans, tmp_path, ray_session):
 
 
 def test_long_sample_ids_give_bounded_output_names():
-    from refine_ray.inference.meshes import mesh_file_name
+    from refine_ray.inference.outputs import output_name
     from refine_ray.inference.units import unit_name
 
-    a, b = mesh_file_name(f"frgc/{LONG}a/p0"), mesh_file_name(f"frgc/{LONG}b/p0")
-    assert a != b and len(a.encode()) <= 130 and a.endswith(".ply") and a.startswith("frgc_04203ddd")
-    assert mesh_file_name("frgc/04201d1/p0") == "frgc_04201d1_p0.ply"      # short names unchanged
+    a, b = output_name(f"frgc/{LONG}a/p0"), output_name(f"frgc/{LONG}b/p0")
+    assert a != b and len(a.encode()) <= 130 and a.startswith("frgc_04203ddd")
+    assert output_name("frgc/04201d1/p0") == "frgc_04201d1_p0"      # short names unchanged
     u = unit_name("/data/" + "é" * 200 + ".parquet", 3)
     assert len((u + ".metrics.parquet").encode()) < 255 and u.endswith("-rg00003")
 
