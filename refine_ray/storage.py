@@ -12,9 +12,10 @@ import posixpath
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 import fsspec
+import numpy as np
 import pyarrow.fs as pafs
 
 AWS_ENV_KEYS = (
@@ -361,3 +362,12 @@ def join_output(output: str) -> None:
     fd = os.open(path, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_SH)
     _HELD.append(fd)
+
+
+def json_default(obj: Any) -> Any:
+    """`json.dumps(default=...)` for numpy scalars and arrays in manifests and fit records."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

@@ -308,7 +308,7 @@ def write_manifest(output_uri: str, manifest: Mapping[str, Any]) -> str:
     if missing:
         raise ValueError(f"{output_uri}: manifest lacks {missing}")
     uri = storage.join(output_uri, MANIFEST_NAME)
-    storage.atomic_write_text(uri, json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+    storage.atomic_write_text(uri, json.dumps(data, indent=2, sort_keys=True, default=storage.json_default))
     return uri
 
 
@@ -328,10 +328,3 @@ def read_manifest(output_uri: str) -> dict[str, Any]:
         raise ValueError(f"{uri}: manifest lacks {missing}")
     return data
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")

@@ -186,17 +186,10 @@ class OutputWriter:
                        "image": {"size": [face.view.height, face.view.width], "scale_px_per_mm": s,
                                  "anchor_mm": face.view.anchor.tolist(), "rotation": face.view.rotation.tolist()},
                        "vertices": {"refined": int(len(face.refined.vertices)), "coarse": int(len(face.coarse.vertices))}})
-        put("fits", f"{name}.json", json.dumps(record, indent=1, default=_json_default).encode("utf-8"))
+        put("fits", f"{name}.json", json.dumps(record, indent=1, default=storage.json_default).encode("utf-8"))
         if self.gallery:
             buf = io.BytesIO()
             Image.fromarray(gallery_tile(face)).save(buf, format="PNG")
             put("gallery", f"{name}.png", buf.getvalue())
         return written
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
