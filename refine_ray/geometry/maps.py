@@ -1,7 +1,7 @@
 """Depth and normal maps a user opens in any image viewer or tool: 16-bit PNGs with a documented mapping.
 
 Depth PNG (grey, 16 bit): 0 = no surface; v in 1..65535 ↔ depth mm = lo + (v − 1)/65534 · (hi − lo),
-with (lo, hi) the model's depth range (larger = closer, relative to the landmark anchor, DESIGN.md),
+with (lo, hi) the model's depth range (larger = closer, relative to the landmark anchor, docs/design.md),
 written into the PNG as a text chunk too. Normal PNG (RGB, 16 bit): camera-frame unit normal n (x right,
 y up, z toward the viewer) as (n + 1)/2 · 65535 per channel, 0 where there is no surface.
 The PNG encoder is written out here (zlib + CRC) because Pillow writes no 16-bit RGB.
