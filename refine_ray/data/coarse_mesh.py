@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refine_ray import storage
+from refine_ray.data.samples import SampleBuildError
 from refine_ray.geometry import DceNormalization, DceSurface, ImageView, anchor_from_landmarks, depth_to_mesh
 from refine_ray.geometry.similarity import Similarity
 from refine_ray.landmarks import formats
@@ -30,12 +31,8 @@ INDEX_SUFFIX = ".landmark_index.txt"
 MIN_LANDMARKS = 6
 
 
-class CoarseMeshError(ValueError):
+class CoarseMeshError(SampleBuildError):
     """A coarse mesh that cannot be refined: names the file, the stage and the reason (an errors-table row)."""
-
-    def __init__(self, source: str, stage: str, reason: str):
-        super().__init__(f"{source}: [{stage}] {reason}")
-        self.source, self.stage, self.reason = source, stage, reason
 
 
 @dataclass
