@@ -78,6 +78,13 @@ def runtime_closure(skip: tuple[str, ...] = ("torch",)) -> set[str]:
     return set(seen)
 
 
+def _pip_env() -> dict[str, str]:
+    """The caller's environment without pip verbosity settings: `PIP_QUIET` (set by CI) hides the
+    version list `pip index versions` prints, and these helpers read pip's output."""
+    return {**{k: v for k, v in os.environ.items() if k not in ("PIP_QUIET", "PIP_VERBOSE")},
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
 def resolve_for_node(requirements: list[str], jobs: int = 4) -> tuple[int, dict, str]:
     """`pip install --dry-run --report` of exact pins for the node (binary only, no dependencies).
 
@@ -102,7 +109,7 @@ def _resolve_chunk(requirements: list[str]) -> tuple[int, dict, str]:
         for p in node_platforms():
             cmd += ["--platform", p]
         proc = subprocess.run(cmd + requirements, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+                              env=_pip_env())
         data = json.load(open(report)) if os.path.exists(report) else {}
     return proc.returncode, data, proc.stderr
 
@@ -113,6 +120,8 @@ def versions_for_node(name: str) -> list[str]:
            "--python-version", NODE_PYTHON, "--implementation", "cp"]
     for p in node_platforms():
         cmd += ["--platform", p]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_pip_env())
     m = re.search(r"Available versions: (.*)", proc.stdout)
+    if proc.returncode == 0 and not m:
+        raise RuntimeError(f"pip index versions {name}: no version list in its output: {proc.stdout[-500:]!r}")
     return [v.strip() for v in m.group(1).split(",")] if m else []
