@@ -1,6 +1,8 @@
 """An FRGC-size run end to end, measured per stage: synthesize → preprocess (Ray Data) → refine the test split.
 
   python -m bench.scale --scans 4007 [--cpus 2] [--image-size 256] [--poses 5] [--work DIR]
+  python -m bench.scale --scans 4007 --work DIR --synthesize-only     # make the scans once
+  python -m bench.scale --scans 4007 --work DIR --reuse-scans         # measure preprocess + refine on them
 
 `--scans N` synthesizes N FRGC-profile scans (.abs.gz + .ppm + .pts; 466 subjects' worth at N = 4,007,
 i.e. ≈ 8.6 scans per subject), preprocesses them with the Ray Data pipeline of jobs/preprocess.py
@@ -11,6 +13,11 @@ per core), peak resident memory of each Ray worker process (the largest) and of 
 bytes spilled to disk, and bytes written. Memory is read from /proc (VmHWM of the raylet's descendants,
 sampled every 0.5 s), so the per-worker figure needs Linux and a Ray started by this script.
 Goals: preprocessing ≥ 4 scans/s/core held at N = 4,007; no worker above 2 GB.
+
+Synthesis makes the input, it is not part of the pipeline under test, and at N = 4,007 it costs more CPU time
+than preprocessing: `--synthesize-only` writes the scans under `<work>/scans` (it can run at low priority
+beside other work), `--reuse-scans` measures the later stages on them on an otherwise idle machine (it checks
+that `<work>/scans/synthesis.json` describes the same N and seed, and reports the synthesis time recorded there).
 """
 from __future__ import annotations
 
@@ -39,6 +46,7 @@ from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.config import TrainConfig
 
 FRGC_SCANS, FRGC_SUBJECTS = 4007, 466
+SEED = 0
 
 
 def frgc_profile(n: int) -> tuple[int, int]:
@@ -129,6 +137,19 @@ def spilled_bytes() -> int | None:
     return int(m.group(1)) * 2**20 if m else 0
 
 
+def reused_synthesis(scans_dir: str, subjects: int, per_subject: int) -> dict:
+    """The summary an earlier `--synthesize-only` run wrote, checked to describe this run's scans."""
+    path = os.path.join(scans_dir, "synthesis.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path}: missing; run with --synthesize-only first")
+    summary = json.load(open(path))
+    want = {"format": "frgc", "subjects": subjects, "scans": subjects * per_subject, "seed": SEED}
+    got = {k: summary.get(k) for k in want}
+    if got != want:
+        raise SystemExit(f"{path}: describes {got}, this run needs {want}")
+    return summary
+
+
 def folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
@@ -172,10 +193,17 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=32, help="refinement batch")
     p.add_argument("--object-store-mb", type=int, default=512)
     p.add_argument("--work", default=None, help="folder for scans, dataset and outputs (default: a temporary one)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--synthesize-only", action="store_true", help="write the scans and stop")
+    mode.add_argument("--reuse-scans", action="store_true",
+                      help="skip synthesis: use the scans an earlier run with the same --scans left in <work>/scans")
     args = p.parse_args(argv)
+    if args.reuse_scans and not args.work:
+        p.error("--reuse-scans needs --work (the folder of the earlier run)")
     work = args.work or tempfile.mkdtemp(prefix="bench-scale-")
     scans_dir, data_dir, ck, refined = (os.path.join(work, x) for x in ("scans", "data", "ck.pt", "refined"))
     subjects, per_subject = frgc_profile(args.scans)
+    reused = reused_synthesis(scans_dir, subjects, per_subject) if args.reuse_scans else None
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(num_cpus=args.cpus, object_store_memory=args.object_store_mb * 2**20, include_dashboard=False,
@@ -185,9 +213,14 @@ def main(argv=None) -> dict:
           f"{args.image_size}², {cpus} CPUs, work {work}", flush=True)
     rows = []
     try:
-        row, _ = stage("synthesize", lambda: synthesize_dataset("frgc", subjects, per_subject, scans_dir, seed=0),
-                       lambda r: subjects * per_subject, scans_dir, cpus)
-        rows.append(row)
+        if reused is None:
+            row, _ = stage("synthesize", lambda: synthesize_dataset("frgc", subjects, per_subject, scans_dir, seed=SEED),
+                           lambda r: subjects * per_subject, scans_dir, cpus)
+            rows.append(row)
+        else:
+            print(f"reusing {reused['scans']} scans in {scans_dir} (synthesized earlier in {reused['seconds']:.0f} s)")
+        if args.synthesize_only:
+            return {"scans": args.scans, "stages": rows}
         settings = PreprocessSettings(input=scans_dir, output=data_dir, image_size=args.image_size,
                                       poses=PoseSettings(count=args.poses), limit=args.scans, num_workers=cpus)
         row, pre = stage("preprocess", lambda: run_preprocess(settings, log=lambda _m: None),
@@ -215,7 +248,7 @@ def main(argv=None) -> dict:
         print(f"{r['stage']:<22}{r['wall_s']:8.1f}s{r['scans_per_s']:9.2f}{r['scans_per_s_per_core']:7.2f}"
               f"{_mb(r['worker_peak_bytes']):>13}{_mb(r['driver_peak_bytes']):>13}{_mb(r['spilled_bytes']):>10}"
               f"{_mb(r['bytes_written']):>11}")
-    summary = {"scans": args.scans, "subjects": subjects, "poses": args.poses + 1, "image_size": args.image_size,
+    summary = {"scans": args.scans, "subjects": subjects, "reused_synthesis": reused, "poses": args.poses + 1, "image_size": args.image_size,
                "cpus": cpus, "load_average": os.getloadavg(), "stages": rows}
     with open(os.path.join(work, "scale.json"), "w") as f:
         json.dump(summary, f, indent=1)
