@@ -5,17 +5,16 @@ Layout under the output:
   _ledger/<key>.json                                   the commit record of that batch
   errors.parquet, manifest.json                        rebuilt from the ledger at the end of a run
 
-`key` is a hash of the batch's sorted scan URIs. Each Parquet file is written whole (temp file +
-rename locally, one PUT on S3); the ledger entry is written after the batch's shards. So a batch
-without a ledger entry is unfinished, whatever files it left: the next run deletes shard files no
-ledger entry names and processes the batch's scans again. Scans in the ledger (done or failed) are
-never processed twice, so every sample exists exactly once.
+`key` is a hash of the batch's sorted scan URIs; the batch is a unit of refine_ray.commits (the
+same exactly-once protocol as refinement): its shards are published whole, its ledger entry last.
+A batch without a ledger entry is unfinished, whatever files it left: the next run deletes shard
+files no ledger entry names and processes the batch's scans again. Scans in the ledger (done or
+failed) are never processed twice, so every sample exists exactly once.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refine_ray import storage
+from refine_ray.commits import CommitLog
 from refine_ray.data import schema
 
 LEDGER_DIR = "_ledger"
@@ -78,6 +78,7 @@ class ShardStore:
     def __init__(self, output_uri: str, compression: str = "zstd"):
         self.output = str(output_uri).rstrip("/")
         self.compression = compression
+        self.commits = CommitLog(self.output, LEDGER_DIR)
 
     def uri(self, *parts: str) -> str:
         return storage.join(self.output, *parts)
@@ -87,27 +88,27 @@ class ShardStore:
         """Write the batch's shards (one per split present), then its ledger entry."""
         key = batch_key(uris)
         entry = LedgerEntry(key=key, fingerprint=fingerprint, scans=[asdict(o) for o in outcomes])
-        for split in schema.SPLITS:
-            part = [r for r in rows if r["split"] == split]
-            if not part:
-                continue
-            data = table_bytes(schema.rows_to_table(part), self.compression)
-            rel = posixpath.join(split, f"part-{key}.parquet")
-            storage.atomic_write_bytes(self.uri(*rel.split("/")), data)
-            entry.shards.append({"path": rel, "split": split, "rows": len(part), "bytes": len(data)})
-        storage.atomic_write_text(self.uri(LEDGER_DIR, f"{key}.json"), json.dumps(asdict(entry), sort_keys=True))
+        with self.commits.begin(key) as unit:
+            for split in schema.SPLITS:
+                part = [r for r in rows if r["split"] == split]
+                if not part:
+                    continue
+                data = table_bytes(schema.rows_to_table(part), self.compression)
+                rel = posixpath.join(split, f"part-{key}.parquet")
+                unit.put(self.uri(*rel.split("/")), data)
+                entry.shards.append({"path": rel, "split": split, "rows": len(part), "bytes": len(data)})
+            unit.commit(asdict(entry))
         return entry
 
     # -- reading (on the driver)
     def ledger(self) -> list[LedgerEntry]:
-        if not storage.exists(self.uri(LEDGER_DIR)):
-            return []
         entries = []
-        for uri in storage.list_files(self.uri(LEDGER_DIR), suffixes=(".json",), recursive=False):
+        for key, record in sorted(self.commits.records().items()):
             try:
-                entries.append(LedgerEntry(**json.loads(storage.read_text(uri))))
-            except (ValueError, TypeError) as exc:
-                raise ValueError(f"{uri}: unreadable ledger entry ({exc}); delete it to redo that batch") from exc
+                entries.append(LedgerEntry(**record))
+            except TypeError as exc:
+                raise ValueError(f"{self.commits.record_uri(key)}: unreadable ledger entry ({exc}); "
+                                 "delete it to redo that batch") from exc
         return entries
 
     def check_fingerprint(self, entries: list[LedgerEntry], fingerprint: str) -> None:
@@ -119,19 +120,7 @@ class ShardStore:
 
     def remove_orphans(self, entries: list[LedgerEntry]) -> list[str]:
         """Delete shard files that no ledger entry names (left by a killed run); returns their URIs."""
-        named = {s["path"] for e in entries for s in e.shards}
-        removed = []
-        for split in schema.SPLITS:
-            folder = self.uri(split)
-            if not storage.exists(folder):
-                continue
-            for uri in storage.list_files(folder, recursive=False):
-                rel = posixpath.join(split, posixpath.basename(uri.replace("\\", "/")))
-                if rel not in named:
-                    fs, path = storage.filesystem(uri)
-                    fs.rm(path)
-                    removed.append(uri)
-        return removed
+        return self.commits.remove_unnamed(schema.SPLITS, {s["path"] for e in entries for s in e.shards})
 
     def write_errors(self, entries: list[LedgerEntry]) -> int:
         rows = [{"file": storage.printable(s["uri"]), "stage": s["stage"] or "unknown",

@@ -10,7 +10,6 @@ errors.parquet and the report.
 from __future__ import annotations
 
 import io
-import json
 from concurrent.futures import ThreadPoolExecutor
 import logging
 import sys
@@ -32,7 +31,7 @@ from refine_ray.inference.outputs import assemble, OutputWriter
 from refine_ray.inference.mesh_input import MeshOptions
 from refine_ray.inference.photo_input import PhotoOptions
 from refine_ray.inference.report import write_report
-from refine_ray.inference.units import done_units, METRICS_SCHEMA, part_uri, process_unit, Unit
+from refine_ray.inference.units import done_units, METRICS_SCHEMA, part_uri, process_unit, Unit, unit_commits
 from refine_ray.test_hooks import read_test_hooks
 
 log = logging.getLogger(__name__)
@@ -207,26 +206,15 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable, kind: Any, en
     return result
 
 
-def _remove_stale_temp_files(output: str) -> None:
-    """Temp files of actors killed mid-write (never published, ignored by readers): tidy them once all units ran."""
-    if storage.is_remote(output):
-        return  # remote outputs are staged in the worker's local temp dir, never in the bucket
-    import glob
-    import os
-
-    for sub in ("refined", "parts", "meshes", "maps", "fits", "gallery"):
-        for path in glob.glob(os.path.join(output, sub, ".tmp-*")):
-            os.unlink(path)
-
-
 def finalize(cfg: RefineConfig, units: list[Unit], plan_errors: list[dict], units_run: int) -> RefineResult:
     """Combine the committed units into metrics.parquet / errors.parquet (+ the report)."""
-    _remove_stale_temp_files(cfg.output)
+    commits = unit_commits(cfg.output)
+    # temp files of actors killed mid-write (never published, ignored by readers): tidy them once all units ran
+    commits.remove_temp_files(("refined", "parts", "meshes", "maps", "fits", "gallery"))
 
     def collect(u: Unit) -> tuple[Unit, dict | None, pa.Table | None]:
-        try:
-            marker = json.loads(storage.read_text(part_uri(cfg.output, u.name, "done.json")))
-        except FileNotFoundError:
+        marker = commits.read(u.name)
+        if marker is None:
             return u, None, None
         muri = part_uri(cfg.output, u.name, "metrics.parquet")
         if not storage.exists(muri):

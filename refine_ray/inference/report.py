@@ -21,6 +21,7 @@ from refine_ray import storage
 from refine_ray.data.schema import decode_images
 from refine_ray.geometry import depth_units_to_mm
 from refine_ray.inference.outputs import output_name
+from refine_ray.inference.units import unit_commits
 from refine_ray.version import code_version
 
 METRICS = (
@@ -269,7 +270,9 @@ def _gallery(run_dir: str, report_dir: str, metrics: pa.Table, failures: int) ->
 
 def _depth_range_of_run(run_dir: str, row: dict[str, Any]) -> tuple[float, float]:
     """The depth normalization the run used for this sample (recorded in its unit's commit marker)."""
-    marker = json.loads(storage.read_text(storage.join(run_dir, "parts", f"{row['unit']}.done.json")))
+    marker = unit_commits(run_dir).read(row["unit"])
+    if marker is None:
+        raise FileNotFoundError(f"{run_dir}: unit {row['unit']} has no commit marker")
     lo, hi = marker["depth_range_mm"]
     return float(lo), float(hi)
 

@@ -7,8 +7,9 @@ unit (never from a task, actor or run id) and are committed atomically, the mark
     <out>/parts/<unit>.metrics.parquet   per-sample metrics
     <out>/parts/<unit>.done.json         commit marker: counts and the unit's errors
 
-A retried task or restarted actor rewrites the same names (an overwrite, not a duplicate), and a
-re-run skips units whose marker exists — so every input sample ends up exactly once in the outputs.
+A unit is a unit of refine_ray.commits (the protocol preprocessing shares): a retried task or
+restarted actor rewrites the same names (an overwrite, not a duplicate), and a re-run skips units
+whose marker exists — so every input sample ends up exactly once in the outputs.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import hashlib
 import json
 import os
 import posixpath
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refine_ray import metrics as M, storage
+from refine_ray.commits import CommitLog, StagedParquet, UnitCommit
 from refine_ray.data.schema import decode_images
 from refine_ray.geometry import depth_units_to_mm, refined_footprint
 from refine_ray.inference.model import Predictor
@@ -131,49 +132,14 @@ def part_uri(output: str, unit: str, kind: str) -> str:
     return storage.join(output, PARTS, f"{unit}.{kind}")
 
 
-def is_done(output: str, unit: str) -> bool:
-    return storage.exists(part_uri(output, unit, "done.json"))
+def unit_commits(output: str) -> CommitLog:
+    """The commit markers of the units under `output` (parts/<unit>.done.json)."""
+    return CommitLog(output, PARTS, suffix=".done.json")
 
 
 def done_units(output: str) -> set[str]:
     """Names of the committed units under `output`, from one listing (not one request per unit)."""
-    folder = storage.join(output, PARTS)
-    if not storage.exists(folder):
-        return set()
-    names = (posixpath.basename(u.replace("\\", "/")) for u in storage.list_files(folder, suffixes=(".done.json",)))
-    return {n[: -len(".done.json")] for n in names}
-
-
-class AtomicParquetWriter:
-    """Stream row batches into a local temp file, then publish it in one step (rename or one upload),
-    so a reader never sees a partial shard and memory stays bounded by one batch."""
-
-    def __init__(self, uri: str, schema: pa.Schema):
-        self.uri = uri
-        folder = None if storage.is_remote(uri) else os.path.dirname(os.path.abspath(uri))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=folder)
-        os.close(fd)
-        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
-
-    def write(self, table: pa.Table) -> None:
-        self.writer.write_table(table)
-
-    def commit(self) -> None:
-        self.writer.close()
-        try:
-            if storage.is_remote(self.uri):
-                fs, path = storage.filesystem(self.uri)
-                fs.put_file(self.tmp, path)
-            else:
-                os.replace(self.tmp, self.uri)
-        finally:
-            self.discard()
-
-    def discard(self) -> None:
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)
+    return unit_commits(output).committed()
 
 
 def _refined_schema(input_schema: pa.Schema) -> pa.Schema:
@@ -293,16 +259,46 @@ def process_unit(
     units of raw inputs (inference.inputs: photos are encoded in the read-ahead thread); shard units read
     their row group. `mesh_writer(row_table, coarse, coarse_mask, refined, kept, extra)` writes the
     user-facing files of one sample.
+
+    Bad data is recorded and the unit still commits (a re-run would fail the same way); anything else
+    (storage outage, out of memory, ...) may be transient: nothing is published and Ray retries.
     """
     errors: list[dict[str, str]] = []
-    refined_w = metrics_w = None
     counts = {"in": 0}
-    depth = 1 if overlap else 0
+    stream = (batches(unit, batch_size, counts, errors) if batches is not None
+              else shard_batches(unit, batch_size, split, counts, errors))
+    with unit_commits(output).begin(unit.name) as commit:
+        shards = _UnitShards(commit, output, unit)
+        n_out = _refine_stream(stream, unit, predictor, depth_range, shards, mesh_writer, errors,
+                               depth=1 if overlap else 0, kill_once_marker=kill_once_marker)
+        return commit.commit({"unit": unit.name, "file": unit.file, "row_group": unit.row_group, "kind": unit.kind,
+                              "samples_in": counts["in"], "samples_refined": n_out,
+                              "depth_range_mm": list(depth_range), "errors": errors})
+
+
+class _UnitShards:
+    """The unit's refined shard and metrics part, staged in its commit once the first batch is refined."""
+
+    def __init__(self, commit: UnitCommit, output: str, unit: Unit):
+        self.commit, self.output, self.unit = commit, output, unit
+        self.refined: StagedParquet | None = None
+        self.metrics: StagedParquet | None = None
+
+    def open(self, input_schema: pa.Schema) -> None:
+        if self.refined is None:
+            self.refined = self.commit.parquet(part_uri(self.output, self.unit.name, "refined.parquet"),
+                                               _refined_schema(input_schema))
+            self.metrics = self.commit.parquet(part_uri(self.output, self.unit.name, "metrics.parquet"), METRICS_SCHEMA)
+
+
+def _refine_stream(stream: Iterator[tuple[pa.Table, dict]], unit: Unit, predictor: Predictor,
+                   depth_range: tuple[float, float], shards: _UnitShards, mesh_writer: Any,
+                   errors: list[dict[str, str]], depth: int, kill_once_marker: str | None) -> int:
+    """Run the model over the unit's batches (reading ahead and writing behind by `depth`); returns the
+    number of samples written. Bad data ends the unit early with an error row, keeping what was written."""
     writer = OrderedWriter(depth)
     try:
         with writer, contextlib.ExitStack() as stack:
-            stream = (batches(unit, batch_size, counts, errors) if batches is not None
-                      else shard_batches(unit, batch_size, split, counts, errors))
             model_res = 0
             decoded = read_ahead(_decoded(stream, unit, errors), depth)
             stack.callback(decoded.close)  # the reader thread stops before the file closes, whatever happens
@@ -316,34 +312,14 @@ def process_unit(
                 if kill_once_marker and not os.path.exists(kill_once_marker):
                     open(kill_once_marker, "w").close()
                     os._exit(1)  # fault injection: die mid-unit, before anything is committed
-                if refined_w is None:
-                    refined_w = AtomicParquetWriter(part_uri(output, unit.name, "refined.parquet"),
-                                                    _refined_schema(table.schema))
-                    metrics_w = AtomicParquetWriter(part_uri(output, unit.name, "metrics.parquet"), METRICS_SCHEMA)
+                shards.open(table.schema)
                 model_res = max(model_res, int(getattr(predictor.refiner, "resolution", 0) or refined.shape[1]))
                 writer.submit(_score_and_write, unit, table, imgs, refined, model_res, depth_range, mesh_writer,
-                              refined_w, metrics_w, errors, extras)
+                              shards.refined, shards.metrics, errors, extras)
             writer.drain()
-        n_out = sum(writer.results)
     except (ValueError, KeyError, pa.ArrowException) as exc:
-        # Bad data: recorded, and the unit counts as done (a re-run would fail the same way).
         errors.append({"file": unit.file, "sample_id": "", "stage": "unit", "reason": f"{type(exc).__name__}: {exc}"})
-        n_out = sum(writer.results)  # the batches written before the bad one
-    except BaseException:
-        # Anything else (storage outage, out of memory, ...) may be transient: publish nothing, let Ray retry.
-        for w in (refined_w, metrics_w):
-            if w is not None:
-                w.writer.close()
-                w.discard()
-        raise
-    for w in (refined_w, metrics_w):
-        if w is not None:
-            w.commit()
-    marker = {"unit": unit.name, "file": unit.file, "row_group": unit.row_group, "kind": unit.kind,
-              "samples_in": counts["in"], "samples_refined": n_out, "depth_range_mm": list(depth_range),
-              "errors": errors}
-    storage.atomic_write_text(part_uri(output, unit.name, "done.json"), json.dumps(marker, indent=1))
-    return marker
+    return sum(writer.results)  # with bad data: the batches written before the bad one
 
 
 def _decoded(stream: Iterator[tuple[pa.Table, dict]], unit: Unit,
@@ -359,8 +335,8 @@ def _decoded(stream: Iterator[tuple[pa.Table, dict]], unit: Unit,
 
 
 def _score_and_write(unit: Unit, table: pa.Table, imgs: dict, refined: np.ndarray, model_res: int,
-                     depth_range: tuple[float, float], mesh_writer: Any, refined_w: "AtomicParquetWriter",
-                     metrics_w: "AtomicParquetWriter", errors: list[dict[str, str]], extras: dict | None = None) -> int:
+                     depth_range: tuple[float, float], mesh_writer: Any, refined_w: StagedParquet,
+                     metrics_w: StagedParquet, errors: list[dict[str, str]], extras: dict | None = None) -> int:
     """Footprint, metrics and user-facing files of each refined sample, then one batch into the unit's shards."""
     extras = extras or {}
     rows_m, refined_bytes, mask_bytes = [], [], []
@@ -386,7 +362,7 @@ def _score_and_write(unit: Unit, table: pa.Table, imgs: dict, refined: np.ndarra
     carried = carried.append_column("refined", pa.array(refined_bytes, pa.binary()))
     carried = carried.append_column("refined_mask", pa.array(mask_bytes, pa.binary()))
     carried = carried.append_column("model_resolution", pa.array([model_res] * table.num_rows, pa.int32()))
-    refined_w.write(carried.cast(refined_w.writer.schema))
+    refined_w.write(carried.cast(refined_w.schema))
     metrics_w.write(_metrics_table(table, rows_m, unit))
     return table.num_rows
 
