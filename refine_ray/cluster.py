@@ -22,3 +22,14 @@ def ensure_ray(**overrides: Any) -> None:
     options: dict[str, Any] = {"runtime_env": storage.driver_runtime_env(),
                                "configure_logging": False, "log_to_driver": True}
     ray.init(**{**options, **overrides})
+
+
+def actor_pool(least: int, most: int | None, work_items: int) -> int | tuple[int, int]:
+    """Ray Data's `concurrency` for an actor pool that scales between `least` and `most` actors.
+
+    `most` None: one actor per work item. Neither bound exceeds the work there is (an idle actor
+    holds a CPU or GPU for nothing); equal bounds give a fixed pool.
+    """
+    top = max(1, min(most or work_items, work_items))
+    bottom = max(1, min(least, top))
+    return top if bottom == top else (bottom, top)

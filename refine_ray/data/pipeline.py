@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from refine_ray import morphable, storage
-from refine_ray.cluster import ensure_ray
+from refine_ray.cluster import actor_pool, ensure_ray
 from refine_ray.data import codec, schema
 from refine_ray.data.augment import assign_split, sample_poses
 from refine_ray.data.preview import write_preview
@@ -270,7 +270,9 @@ def _run_ray(todo: list[str], settings: PreprocessSettings, model):
 
     ensure_ray()
     model_ref = ray.put(model)      # one copy in the object store, shared by every worker on a node
-    workers = settings.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # Batches sized for the most workers there may be (--num-workers, else the CPUs present now); the
+    # pool then scales between min_workers and that (or one per batch) as CPU nodes join or leave.
+    workers = settings.num_workers or max(1, settings.min_workers, int(ray.cluster_resources().get("CPU", 1)))
     size = _batches(todo, settings, workers)
     n_batches = math.ceil(len(todo) / size)
     ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=n_batches)
@@ -283,7 +285,7 @@ def _run_ray(todo: list[str], settings: PreprocessSettings, model):
                                "model_ref": [model_ref], "credentials": storage.worker_credentials()},
         batch_size=size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(workers, n_batches)),
+        concurrency=actor_pool(settings.min_workers, settings.num_workers, n_batches),
         **remote_args,
     )
     for row in ds.iter_rows():

@@ -74,7 +74,10 @@ class PreprocessSettings(StrictModel):
         "compact", description="image cells: compact (uint16 D,C,E, uint8 RGB, bit-packed masks; ~1/3 the bytes) or float32")
     max_error_fraction: float = Field(0.2, ge=0, le=1, description="exit non-zero when more than this share of scans failed")
     preview: int = Field(0, ge=0, le=64, description="write preview.png with this many samples (0 = none)")
-    num_workers: int | None = Field(None, ge=1, description="parallel scan workers; default: the CPUs Ray sees")
+    num_workers: int | None = Field(None, ge=1, description=(
+        "most parallel scan workers (one CPU each): the pool grows to it while batches wait and the cluster has "
+        "room (an autoscaler adds CPU nodes); default: one per batch of scans, batches sized for the CPUs Ray sees"))
+    min_workers: int = Field(1, ge=1, description="scan workers the pool starts with and keeps")
     limit: int | None = Field(None, ge=1, description="process only the first N scans (sorted)")
     local: bool = Field(False, description="run in this process without Ray (small jobs, debugging)")
     storage: StorageSettings = Field(StorageSettings(), json_schema_extra=flag(None))  # YAML or AWS_* env, never flags
@@ -102,7 +105,7 @@ class PreprocessSettings(StrictModel):
     def fingerprint(self) -> str:
         """Hash of every setting that changes sample content; a resumed run must match it."""
         data = self.model_dump(mode="json")
-        for key in ("input", "output", "max_error_fraction", "preview", "num_workers", "limit", "local", "storage",
+        for key in ("input", "output", "max_error_fraction", "preview", "num_workers", "min_workers", "limit", "local", "storage",
                     "scans_per_shard", "compression"):
             data.pop(key, None)
         if data.get("encoding") == "float32":

@@ -63,7 +63,11 @@ class RefineConfig(StrictModel):
     split: str | None = Field(default="test", description="only samples of this split; null = every sample")
     batch_size: int = Field(default=32, ge=1, description="images per model call")
     gpu: bool = Field(False, description="one GPU per actor")
-    num_actors: int = Field(default=1, ge=1, description="model replicas (one per actor; one GPU each with gpu)")
+    num_actors: int | None = Field(default=None, ge=1, description=(
+        "most model replicas (one per actor, one GPU each with --gpu): the pool grows to it while units wait and "
+        "the cluster has room (an autoscaler adds nodes up to its max_workers); default: one per work unit"))
+    min_actors: int = Field(default=1, ge=1, description="replicas the pool starts with and keeps; work starts as "
+                                                         "soon as this many are up")
     cpus_per_actor: float = Field(default=1.0, gt=0, description="CPUs reserved per actor")
     meshes: bool | None = Field(default=None, description=(
         "write meshes, 16-bit depth/normal maps, fit JSON and gallery tiles per sample (default: on for photos, "

@@ -1,8 +1,10 @@
 """Training checkpoints: what they hold, where they live in a run directory, how to load them safely.
 
-Run directory layout (`<storage>/<name>/`):
-  checkpoints/stage-<s>-<r>x<r>.pt   end of every stage, never deleted
-  checkpoints/latest.pt              the newest checkpoint (periodic or stage end), overwritten atomically
+Run directory layout (`<storage>/<name>/`, which is also Ray Train's run directory):
+  checkpoints/stage-<s>-<r>x<r>.pt                  end of every stage, never deleted
+  checkpoint-step<N>[-stage<s>]/checkpoint.pt       Ray Train's checkpoints (periodic and stage end): the
+                                                    newest `schedule.keep_checkpoints` are kept; restarts
+                                                    resume from the latest (ray.train.get_checkpoint)
 Everything inside is tensors and primitive types so `torch.load(weights_only=True)` reads it.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from refine_ray.nn.refiner import Refiner, build_networks
 
 FORMAT = "refine-ray-train/1"
 CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest.pt"
+RAY_CHECKPOINT_FILE = "checkpoint.pt"   # inside a Ray Train checkpoint folder
 _STAGE_RE = re.compile(r"stage-(\d+)-(\d+)x\d+\.pt$")
 
 
@@ -74,11 +76,6 @@ def stage_checkpoints(run_dir: str) -> list[tuple[int, str]]:
         if m:
             found.append((int(m.group(1)), uri))
     return sorted(found)
-
-
-def latest_checkpoint(run_dir: str) -> str | None:
-    uri = storage.join(checkpoint_dir(run_dir), LATEST)
-    return uri if storage.exists(uri) else None
 
 
 def resolve_checkpoint(uri: str) -> str:

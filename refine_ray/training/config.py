@@ -40,6 +40,8 @@ class ScheduleConfig(StrictModel):
                                                      "it fits (skips Ray Data's per-pass restart); 0 = always stream")
     crop_pad: float = Field(0.0625, ge=0, lt=0.5, description="max random shift, fraction of the side")
     checkpoint_every: int = Field(1000, ge=1, description="iterations between periodic checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="Ray Train checkpoints kept for resuming (the newest); "
+                                                       "stage-end checkpoints are kept regardless")
     log_every: int = Field(50, ge=1, description="iterations between metric lines")
     val_samples: int = Field(32, ge=0)
     grid_samples: int = Field(4, ge=1)

@@ -1,16 +1,20 @@
 """The per-worker training function run by Ray Train's TorchTrainer.
 
-Resume is driven by the run directory, not by Ray's checkpoint manager: every worker (re)starting
-reads `<run>/checkpoints/latest.pt` if it exists. That one rule covers a worker killed mid-run
-(FailureConfig restarts the function) and a re-run of the same command with the same name, and lets
-the stage-end checkpoints be kept forever while the periodic one is overwritten.
+Checkpoints are Ray Train's: every periodic and stage-end state is reported with
+`ray.train.report(..., checkpoint=...)`, and a (re)starting worker resumes from `get_checkpoint()`.
+That covers a worker killed mid-run (FailureConfig restarts the function) and a re-run of the same
+command with the same name (Ray Train finds the run's snapshot in its storage). Ray keeps the newest
+`schedule.keep_checkpoints` of them (CheckpointConfig); each stage-end state is also written to
+`<run>/checkpoints/stage-*.pt` and kept for good (refinement and --init-from read those).
 """
 from __future__ import annotations
 
-import json
+import logging
 import math
 import os
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -20,6 +24,7 @@ from refine_ray import storage
 from refine_ray.data.encoding import data_settings
 from refine_ray.data.schema import read_manifest
 from refine_ray.geometry import DceNormalization
+from refine_ray.logs import configure_logging
 from refine_ray.metrics import mae_mm, mae_norm
 from refine_ray.nn.progressive import resolutions
 from refine_ray.test_hooks import TestHooks
@@ -27,10 +32,14 @@ from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.batches import crop_and_pad, read_validation, reduce_images, reduce_mask
 from refine_ray.training.config import TrainConfig
 from refine_ray.training.gan import ConditionalGan
-from refine_ray.training.visuals import curves_png, sample_grid
+from refine_ray.training.tracking import METRICS_FILE, TENSORBOARD_DIR, MetricsLog, TensorBoardLog
+from refine_ray.training.visuals import sample_grid
 from refine_ray.version import code_version
 
-METRICS_FILE = "metrics.jsonl"
+__all__ = ["CREDENTIALS_KEY", "LOG_LEVEL_KEY", "METRICS_FILE", "TENSORBOARD_DIR", "TEST_HOOKS_KEY", "fade_alpha",
+           "stage_plan", "train_loop_per_worker"]
+
+log = logging.getLogger(__name__)
 
 
 def stage_plan(cfg: TrainConfig) -> list[int]:
@@ -90,26 +99,6 @@ def _batches(shard, batch_size: int, device, shuffle_buffer: int,
             yield batch
 
 
-class RunLog:
-    """metrics.jsonl (rewritten atomically, so it also works on object storage) and curves.png."""
-
-    def __init__(self, run_dir: str, resume_step: int | None):
-        self.run_dir = run_dir
-        self.uri = storage.join(run_dir, METRICS_FILE)
-        self.records: list[dict[str, Any]] = []
-        if resume_step is not None and storage.exists(self.uri):
-            for line in storage.read_text(self.uri).splitlines():
-                rec = json.loads(line)
-                if rec.get("step", 0) <= resume_step:
-                    self.records.append(rec)
-
-    def add(self, record: dict[str, Any], plot: bool = False) -> None:
-        self.records.append(record)
-        storage.atomic_write_text(self.uri, "".join(json.dumps(r) + "\n" for r in self.records))
-        if plot:
-            storage.atomic_write_bytes(storage.join(self.run_dir, "curves.png"), curves_png(self.records))
-
-
 def validate(gan: ConditionalGan, val: dict[str, np.ndarray], stage: int, resolution: int,
              normalization: DceNormalization, scale_px_per_mm: float, grid_samples: int) -> tuple[dict[str, float], bytes]:
     """mae_norm / mae_mm of the EMA generator and of the coarse input on held-out samples, and the PNG grid."""
@@ -164,14 +153,173 @@ def _checkpoint_state(gan: ConditionalGan, cfg: TrainConfig, stage: int, resolut
 
 CREDENTIALS_KEY = "_worker_credentials"   # train_loop_config key, beside the TrainConfig keys
 TEST_HOOKS_KEY = "_test_hooks"             # train_loop_config key: refine_ray.test_hooks, read on the driver
+LOG_LEVEL_KEY = "_log_level"               # train_loop_config key: the driver's log level
+RAY_CHECKPOINT_PREFIX = "checkpoint-step"  # Ray Train checkpoint folders in the run directory
+
+
+@dataclass
+class Start:
+    """Where a worker (re)starts: stage, iteration inside it, global step, whether that stage fades in."""
+
+    stage: int = 0
+    iteration: int = 0
+    global_step: int = 0
+    fading: bool = True
+    resumed: bool = False
+
+
+def restore(gan: ConditionalGan, cfg: TrainConfig) -> Start:
+    """Resume from Ray's latest checkpoint of this run, else fine-tune from `init_from`, else start fresh.
+
+    Ray hands the latest reported checkpoint to workers restarted after a failure (FailureConfig)
+    and to a new run with the same name and storage (Ray Train restores the run from its snapshot).
+    """
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = ckpt.load_checkpoint(os.path.join(folder, ckpt.RAY_CHECKPOINT_FILE))
+        gan.load_state_dict(state)
+        start = Start(int(state["stage"]), int(state["iteration"]), int(state["global_step"]),
+                      bool(state.get("fading", True)), resumed=True)
+        if start.iteration >= cfg.schedule.iterations_per_stage:   # saved at a stage end: the next stage
+            start = Start(start.stage + 1, 0, start.global_step, True, resumed=True)
+        return start
+    if cfg.init_from:
+        src = ckpt.resolve_checkpoint(cfg.init_from)
+        state = ckpt.load_checkpoint(src)
+        if state["config"]["model"] != cfg.model.model_dump(mode="json"):
+            raise ckpt.CheckpointError(f"{src}: --init-from checkpoint has a different model config "
+                                       f"({state['config']['model']}) than this run ({cfg.model.model_dump(mode='json')})")
+        gan.load_state_dict(state, weights_only=True)
+        return Start(int(state["stage"]), 0, 0, fading=False)   # fine-tune its stage at α=1, then grow
+    return Start()
+
+
+def training_inputs(batch: dict[str, torch.Tensor], resolution: int, cfg: TrainConfig, augment: torch.Generator):
+    """(input, target, pixel-loss weight or None, coverage or None) at `resolution`, randomly shifted alike."""
+    x = reduce_images(batch["input"].float(), resolution)
+    y = reduce_images(batch["target"].float(), resolution)
+    tensors, fills = [x, y], [-1.0, -1.0]
+    if cfg.optim.ignore_scan_holes:
+        # 1 where the pixel loss applies, 0 in scan holes; fractional on pooled border pixels.
+        # Only holes enclosed by the scan's outline: beyond the crop the generator must learn
+        # to output background (geometry.footprint).
+        hole = batch["scan_holes"].bool()
+        tensors.append(reduce_images((~hole).float().unsqueeze(1), resolution).squeeze(1))
+        fills.append(1.0)
+    if cfg.model.footprint_head:
+        # input and target coverage (0..1 on pooled pixels) for the footprint head
+        masks = torch.stack([batch["input_mask"], batch["target_mask"]], 1).float()
+        tensors.append(reduce_images(masks, resolution))
+        fills.append(0.0)
+    tensors = crop_and_pad(tensors, int(round(cfg.schedule.crop_pad * resolution)), augment, fills=fills)
+    weight = tensors[2] if cfg.optim.ignore_scan_holes else None
+    coverage = tensors[-1] if cfg.model.footprint_head else None
+    return tensors[0], tensors[1], weight, coverage
+
+
+class RunRecorder:
+    """Rank 0's record of the run: metrics.jsonl, curves.png, TensorBoard, sample grids, log lines."""
+
+    def __init__(self, run_dir: str, start: Start):
+        self.run_dir = run_dir
+        resume_step = start.global_step if start.resumed else None
+        self.metrics = MetricsLog(run_dir, resume_step)
+        # steps after the checkpoint's are trained again: TensorBoard hides what the lost attempt logged there
+        self.tensorboard = TensorBoardLog(run_dir, None if resume_step is None else resume_step + 1)
+        if start.resumed:
+            self.metrics.add({"kind": "resume", "step": start.global_step, "stage": start.stage,
+                              "iteration": start.iteration})
+            log.info("resuming %s at stage %d iteration %d", run_dir, start.stage, start.iteration)
+
+    def train(self, record: dict[str, Any], n_iter: int) -> None:
+        self.metrics.add(record)
+        self.tensorboard.scalars("train", {k: v for k, v in record.items()
+                                           if k not in ("kind", "step", "stage", "iteration", "time")}, record["step"])
+        stats = {k: v for k, v in record.items()
+                 if k not in ("kind", "step", "stage", "resolution", "iteration", "alpha", "time")}
+        r = record["resolution"]
+        log.info("stage %d (%dx%d) it %d/%d α=%.2f %s", record["stage"], r, r, record["iteration"], n_iter,
+                 record["alpha"], " ".join(f"{k}={v:.4g}" for k, v in stats.items()))
+
+    def validation(self, stage: int, r: int, step: int, stats: dict[str, Any], grid: bytes) -> None:
+        name = f"stage-{stage}-{r}x{r}"
+        storage.atomic_write_bytes(storage.join(self.run_dir, "samples", f"{name}.png"), grid)
+        self.metrics.add({"kind": "val", "step": step, "stage": stage, "resolution": r, **stats})
+        self.tensorboard.scalars("val", stats, step)
+        self.tensorboard.image_png(f"samples/{name}", grid, step)
+        log.info("stage %d (%dx%d) validation: mae_norm %.4f (coarse %.4f), mae_mm %.3f (coarse %.3f)", stage, r, r,
+                 stats["mae_norm"], stats["coarse_mae_norm"], stats["mae_mm"], stats["coarse_mae_mm"])
+
+    def stage_end(self, stage: int, r: int, step: int, samples_per_s: float, checkpoint: str) -> None:
+        self.metrics.add({"kind": "stage_end", "step": step, "stage": stage, "resolution": r,
+                          "samples_per_s": samples_per_s, "checkpoint": checkpoint})
+        self.tensorboard.scalars("train", {"samples_per_s": samples_per_s}, step)
+        self.flush(plot=True)
+        log.info("stage %d (%dx%d) done: %.1f samples/s, checkpoint %s", stage, r, r, samples_per_s, checkpoint)
+
+    def flush(self, plot: bool = False) -> None:
+        self.metrics.flush(plot)
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.tensorboard.close()
+
+
+def report(metrics: dict[str, Any], state: dict[str, Any] | None, dir_name: str) -> None:
+    """Every worker reports (Ray Train's barrier); rank 0 hands `state` over as the run's checkpoint.
+
+    Ray Train then owns it: Result.checkpoint, get_checkpoint() on a restart, CheckpointConfig's pruning.
+    """
+    import ray.train
+
+    numbers = {k: v for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    if state is None:
+        ray.train.report(numbers, checkpoint_dir_name=dir_name)
+        return
+    with tempfile.TemporaryDirectory(prefix="refine-ray-ckpt-") as folder:
+        ckpt.save_checkpoint(os.path.join(folder, ckpt.RAY_CHECKPOINT_FILE), state)
+        ray.train.report(numbers, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                         checkpoint_dir_name=dir_name)
+
+
+def _inject_fault(hooks: TestHooks, run_dir: str, rank: int, global_step: int, last_checkpoint: str | None) -> None:
+    """Testing aid (test hook fail_at_step): worker 0 dies once at that step, as a lost node would.
+
+    It first waits (bounded) until Ray Train has registered the last reported checkpoint (its run
+    snapshot names it): the controller collects reports asynchronously, so a worker dying right after
+    one may lose it, and the tests mean to check the resume from it, not that race.
+    """
+    if hooks.fail_at_step != global_step or rank != 0:
+        return
+    marker = storage.join(run_dir, f".failed-at-{global_step}")
+    if storage.exists(marker):
+        return
+    snapshot = storage.join(run_dir, "checkpoint_manager_snapshot.json")
+    for _ in range(600):
+        if last_checkpoint is None or (storage.exists(snapshot) and f'"{last_checkpoint}"' in storage.read_text(snapshot)):
+            break
+        time.sleep(0.2)
+    storage.atomic_write_text(marker, "fault injected for testing\n")
+    log.warning("fault injection: killing worker 0 at step %d", global_step)
+    logging.shutdown()
+    os._exit(1)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry point: resume or start, then run every stage of the schedule."""
+    """Ray Train worker entry point: resume or start, then run every stage of the schedule.
+
+    `config`: a TrainConfig as JSON plus the driver's store settings, test hooks and log level.
+    """
     import ray.train
     import ray.train.torch
 
     config = dict(config)
+    configure_logging(config.pop(LOG_LEVEL_KEY, logging.INFO))
     credentials = config.pop(CREDENTIALS_KEY, None)
     if credentials:
         credentials.apply()   # store settings from the driver (storage.worker_credentials)
@@ -188,32 +336,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     torch.manual_seed(sch.seed)  # same initial weights on every worker (then broadcast to be sure)
     gan = ConditionalGan(cfg, device, world)
-    start_stage, start_it, global_step, fading_first = 0, 0, 0, True
-    latest = ckpt.latest_checkpoint(run_dir)
-    resumed_from = None
-    if latest:
-        state = ckpt.load_checkpoint(latest)
-        gan.load_state_dict(state)
-        start_stage, start_it, global_step = int(state["stage"]), int(state["iteration"]), int(state["global_step"])
-        fading_first = bool(state.get("fading", True))
-        resumed_from = {"stage": start_stage, "iteration": start_it, "global_step": global_step}
-        if start_it >= n_iter:
-            start_stage, start_it, fading_first = start_stage + 1, 0, True
-    elif cfg.init_from:
-        src = ckpt.resolve_checkpoint(cfg.init_from)
-        state = ckpt.load_checkpoint(src)
-        if state["config"]["model"] != cfg.model.model_dump(mode="json"):
-            raise ckpt.CheckpointError(f"{src}: --init-from checkpoint has a different model config "
-                                       f"({state['config']['model']}) than this run ({cfg.model.model_dump(mode='json')})")
-        gan.load_state_dict(state, weights_only=True)
-        start_stage, fading_first = int(state["stage"]), False  # fine-tune its stage at α=1, then grow
+    start = restore(gan, cfg)
     gan.broadcast()
+    recorder = RunRecorder(run_dir, start) if rank == 0 else None
 
-    log = RunLog(run_dir, global_step if resumed_from else None) if rank == 0 else None
-    if log and resumed_from:
-        log.add({"kind": "resume", "step": global_step, **{k: v for k, v in resumed_from.items() if k != "global_step"}})
-        print(f"[train] resuming {run_dir} at stage {resumed_from['stage']} iteration {resumed_from['iteration']}", flush=True)
-
+    global_step = start.global_step
+    last_checkpoint: str | None = None
     torch.manual_seed(sch.seed * 1_000_003 + rank * 7919 + global_step)
     augment = torch.Generator().manual_seed(sch.seed * 1_000_003 + rank * 7919 + global_step + 1)
     batches = _batches(ray.train.get_dataset_shard("train"), sch.batch_size, device, sch.shuffle_buffer,
@@ -222,79 +350,49 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scale = float(manifest["scale_px_per_mm"])
     normalization = DceNormalization.from_dict(manifest["normalization"])
 
-    for stage in range(start_stage, len(plan)):
+    for stage in range(start.stage, len(plan)):
         r = plan[stage]
-        fading = fading_first if stage == start_stage else True
-        first = start_it if stage == start_stage else 0
+        fading = start.fading if stage == start.stage else True
+        first = start.iteration if stage == start.stage else 0
         t0, alpha, stats = time.perf_counter(), 1.0, {}
         for it in range(first, n_iter):
-            batch = next(batches)
-            x = reduce_images(batch["input"].float(), r)
-            y = reduce_images(batch["target"].float(), r)
-            tensors, fills = [x, y], [-1.0, -1.0]
-            if cfg.optim.ignore_scan_holes:
-                # 1 where the pixel loss applies, 0 in scan holes; fractional on pooled border pixels.
-                # Only holes enclosed by the scan's outline: beyond the crop the generator must learn
-                # to output background (geometry.footprint).
-                hole = batch["scan_holes"].bool()
-                tensors.append(reduce_images((~hole).float().unsqueeze(1), r).squeeze(1))
-                fills.append(1.0)
-            if cfg.model.footprint_head:
-                # input and target coverage (0..1 on pooled pixels) for the footprint head
-                masks = torch.stack([batch["input_mask"], batch["target_mask"]], 1).float()
-                tensors.append(reduce_images(masks, r))
-                fills.append(0.0)
-            tensors = crop_and_pad(tensors, int(round(sch.crop_pad * r)), augment, fills=fills)
-            x, y = tensors[0], tensors[1]
-            weight = tensors[2] if cfg.optim.ignore_scan_holes else None
-            coverage = tensors[-1] if cfg.model.footprint_head else None
+            x, y, weight, coverage = training_inputs(next(batches), r, cfg, augment)
             alpha = fade_alpha(stage, it, cfg, fading)
             stats = gan.step(x, y, stage, alpha, weight, coverage)
             global_step += 1
-            if hooks.fail_at_step == global_step and rank == 0:
-                marker = storage.join(run_dir, f".failed-at-{global_step}")
-                if not storage.exists(marker):
-                    storage.atomic_write_text(marker, "fault injected for testing\n")
-                    print(f"[train] fault injection: killing worker 0 at step {global_step}", flush=True)
-                    os._exit(1)
-            if log and ((it + 1) % sch.log_every == 0 or it + 1 == n_iter):
-                rec = {"kind": "train", "step": global_step, "stage": stage, "resolution": r,
-                       "iteration": it + 1, "alpha": alpha, "time": time.time(), **stats}
-                log.add(rec)
-                print(f"[train] stage {stage} ({r}x{r}) it {it + 1}/{n_iter} α={alpha:.2f} "
-                      + " ".join(f"{k}={v:.4g}" for k, v in stats.items()), flush=True)
+            _inject_fault(hooks, run_dir, rank, global_step, last_checkpoint)
+            if recorder and ((it + 1) % sch.log_every == 0 or it + 1 == n_iter):
+                recorder.train({"kind": "train", "step": global_step, "stage": stage, "resolution": r,
+                                "iteration": it + 1, "alpha": alpha, "time": time.time(), **stats}, n_iter)
             if (it + 1) % sch.checkpoint_every == 0 and it + 1 < n_iter:
+                state = None
                 if rank == 0:
-                    ckpt.save_checkpoint(storage.join(ckpt.checkpoint_dir(run_dir), ckpt.LATEST),
-                                         _checkpoint_state(gan, cfg, stage, r, it + 1, alpha, global_step,
-                                                           fading, manifest, augment))
+                    state = _checkpoint_state(gan, cfg, stage, r, it + 1, alpha, global_step, fading, manifest, augment)
+                    recorder.flush()
+                last_checkpoint = f"{RAY_CHECKPOINT_PREFIX}{global_step:08d}"
+                report({"stage": stage, "resolution": r, "step": global_step, **stats}, state, last_checkpoint)
                 if hooks.debug_dump_params:
                     _dump_params(gan, run_dir, rank, global_step)
         elapsed = time.perf_counter() - t0
-        done = n_iter - first
         metrics: dict[str, Any] = {"stage": stage, "resolution": r, "step": global_step,
-                                   "samples_per_s": done * sch.batch_size * world / max(elapsed, 1e-9), **stats}
+                                   "samples_per_s": (n_iter - first) * sch.batch_size * world / max(elapsed, 1e-9),
+                                   **stats}
+        state = None
         if rank == 0:
             state = _checkpoint_state(gan, cfg, stage, r, n_iter, alpha, global_step, fading, manifest, augment)
             stage_uri = storage.join(ckpt.checkpoint_dir(run_dir), ckpt.stage_checkpoint_name(stage, r))
-            ckpt.save_checkpoint(stage_uri, state)
-            ckpt.save_checkpoint(storage.join(ckpt.checkpoint_dir(run_dir), ckpt.LATEST), state)
+            ckpt.save_checkpoint(stage_uri, state)   # kept for good: what refinement and --init-from read
             if val is not None:
                 vstats, grid = validate(gan, val, stage, r, normalization, scale, sch.grid_samples)
-                storage.atomic_write_bytes(storage.join(run_dir, "samples", f"stage-{stage}-{r}x{r}.png"), grid)
-                log.add({"kind": "val", "step": global_step, "stage": stage, "resolution": r, **vstats})
+                recorder.validation(stage, r, global_step, vstats, grid)
                 metrics.update({k: v for k, v in vstats.items() if isinstance(v, float) and math.isfinite(v)})
-                print(f"[train] stage {stage} ({r}x{r}) validation: mae_norm {vstats['mae_norm']:.4f} "
-                      f"(coarse {vstats['coarse_mae_norm']:.4f}), mae_mm {vstats['mae_mm']:.3f} "
-                      f"(coarse {vstats['coarse_mae_mm']:.3f})", flush=True)
-            log.add({"kind": "stage_end", "step": global_step, "stage": stage, "resolution": r,
-                     "samples_per_s": metrics["samples_per_s"], "checkpoint": stage_uri}, plot=True)
-            print(f"[train] stage {stage} ({r}x{r}) done: {metrics['samples_per_s']:.1f} samples/s, "
-                  f"checkpoint {stage_uri}", flush=True)
+            recorder.stage_end(stage, r, global_step, metrics["samples_per_s"], stage_uri)
         if hooks.debug_dump_params:
             _dump_params(gan, run_dir, rank, global_step)
-        ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-
+        last_checkpoint = f"{RAY_CHECKPOINT_PREFIX}{global_step:08d}-stage{stage}"
+        report(metrics, state, last_checkpoint)
+    if recorder:
+        recorder.close()
 
 def _dump_params(gan: ConditionalGan, run_dir: str, rank: int, step: int) -> None:
     """Testing aid: this worker's weights, to check that data-parallel workers stay identical."""

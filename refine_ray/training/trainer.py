@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,12 +12,16 @@ import yaml
 from refine_ray import storage
 from refine_ray.cluster import ensure_ray
 from refine_ray.data.schema import read_manifest
+from refine_ray.logs import current_level
 from refine_ray.test_hooks import read_test_hooks
 from refine_ray.training import checkpoints as ckpt
 from refine_ray.training.batches import COLUMNS, decode_for_training
 from refine_ray.training.config import TrainConfig
-from refine_ray.training.loop import CREDENTIALS_KEY, METRICS_FILE, TEST_HOOKS_KEY, stage_plan, train_loop_per_worker
+from refine_ray.training.loop import CREDENTIALS_KEY, LOG_LEVEL_KEY, TEST_HOOKS_KEY, stage_plan, train_loop_per_worker
 from refine_ray.training.monitor import RunMonitor, TrainingStalled, describe_resources, plan_cpus_per_worker
+from refine_ray.training.tracking import METRICS_FILE, TENSORBOARD_DIR
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,13 +33,17 @@ class TrainResult:
     metrics_uri: str
     curves_uri: str
     samples_dir: str
+    tensorboard_dir: str = ""
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Any = None   # Ray Train's latest checkpoint of the run (Result.checkpoint, a ray.train.Checkpoint)
 
     def describe(self) -> str:
         lines = [f"run directory: {self.run_dir}", "stage checkpoints:"]
         lines += [f"  {c}" for c in self.stage_checkpoints]
         lines += [f"metrics: {self.metrics_uri}", f"curves:  {self.curves_uri}",
-                  f"sample grids: {self.samples_dir}"]
+                  f"sample grids: {self.samples_dir}", f"TensorBoard: tensorboard --logdir {self.tensorboard_dir}"]
+        if self.checkpoint is not None:
+            lines.append(f"Ray Train checkpoint: {self.checkpoint.path}")
         if self.last_metrics:
             lines.append("last stage: " + json.dumps(self.last_metrics, sort_keys=True))
         return "\n".join(lines)
@@ -53,7 +62,7 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     """
     import ray
     import ray.data
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     updates = {k: v for k, v in (("data", data), ("storage", storage_uri), ("name", name)) if v is not None}
@@ -99,30 +108,37 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
                                              log=lambda m: print(m, flush=True))}
     if w.use_gpu:
         resources["GPU"] = 1
-    run_kwargs: dict[str, Any] = {"name": cfg.name, "failure_config": FailureConfig(max_failures=w.max_failures)}
+    run_kwargs: dict[str, Any] = {
+        "name": cfg.name,
+        "failure_config": FailureConfig(max_failures=w.max_failures),
+        # Ray Train's run directory is the run directory: its checkpoints sit beside the stage files
+        "checkpoint_config": CheckpointConfig(num_to_keep=cfg.schedule.keep_checkpoints),
+    }
     if storage.worker_env():
-        # The workers write checkpoints and logs through refine_ray.storage: they need this process's
+        # The workers write stage checkpoints and logs through refine_ray.storage: they need this process's
         # object-store settings even on a Ray started without them (a shared or long-lived cluster);
         # the runtime_env takes the non-secret ones, the credentials go in train_loop_config.
         run_kwargs["worker_runtime_env"] = {"env_vars": storage.worker_env()}
-    if not storage.is_remote(cfg.storage):
+    if storage.is_remote(cfg.storage):
+        # Ray Train's controller and workers write and read its checkpoints through this filesystem; it
+        # carries this process's store settings (inside Ray's actor arguments, never a runtime_env), so a
+        # cluster started without them works too. Nodes with an instance profile need none.
+        fs, path = storage.arrow_filesystem(cfg.storage, portable=True)
+        run_kwargs.update(storage_path=path, storage_filesystem=fs)
+    else:
         run_kwargs["storage_path"] = cfg.storage
-    # else: Ray Train's own storage keeps only its bookkeeping (checkpoints and metrics go to the run
-    # directory through refine_ray.storage, and only metrics are reported to Ray), so it stays on the
-    # head node's default path: handing Ray an object-store filesystem would need the store's
-    # settings in Ray's controller actor too, which a cluster started without them does not have.
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**cfg.model_dump(mode="json"), CREDENTIALS_KEY: storage.worker_credentials(),
-                           TEST_HOOKS_KEY: read_test_hooks().to_dict()},
+                           TEST_HOOKS_KEY: read_test_hooks().to_dict(), LOG_LEVEL_KEY: current_level()},
         scaling_config=ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if w.use_gpu else "gloo"),
         run_config=RunConfig(**run_kwargs),
         datasets={"train": ds},
     )
-    print(f"[train] {cfg.model.kind} {cfg.model.generator_input}|{cfg.model.critic_input}|{cfg.model.pixel_loss}, "
-          f"stages {stage_plan(cfg)}, {cfg.schedule.iterations_per_stage} it/stage, "
-          f"{w.num_workers} worker(s) {'GPU' if w.use_gpu else 'CPU'} → {run_dir}", flush=True)
+    log.info("%s %s|%s|%s, stages %s, %d it/stage, %d worker(s) %s → %s", cfg.model.kind, cfg.model.generator_input,
+             cfg.model.critic_input, cfg.model.pixel_loss, stage_plan(cfg), cfg.schedule.iterations_per_stage,
+             w.num_workers, "GPU" if w.use_gpu else "CPU", run_dir)
     monitor = RunMonitor(storage.join(run_dir, METRICS_FILE), cfg.schedule.batch_size * w.num_workers,
                          w.stall_timeout_s, lambda: describe_resources(w.num_workers, resources))
     try:
@@ -140,6 +156,8 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
         metrics_uri=storage.join(run_dir, METRICS_FILE),
         curves_uri=storage.join(run_dir, "curves.png"),
         samples_dir=storage.join(run_dir, "samples"),
+        tensorboard_dir=storage.join(run_dir, TENSORBOARD_DIR),
         last_metrics=dict(result.metrics or {}),
+        checkpoint=result.checkpoint,
     )
     return out
