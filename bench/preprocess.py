@@ -61,7 +61,7 @@ def stage_profile(uris, settings, n_scans):
     """CPU-s per scan of each stage (cumulative cProfile time on the process CPU clock)."""
     from threadpoolctl import threadpool_limits
 
-    model, prov, norm = pipeline.load_model(settings), pipeline.make_landmark_provider(settings), pipeline.normalization(settings)
+    model, prov, norm = pipeline.load_fit_model(settings), pipeline.make_landmark_provider(settings), settings.dce_normalization()
     store = ShardStore(settings.output, settings.compression)
     pipeline.process_batch(uris[:1], settings, model, prov, norm, store)  # warm caches (numba, model precompute)
     prof = cProfile.Profile(time.process_time)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
 
         for out in ("profile", "loop", "ray"):
             shutil.rmtree(os.path.join(work, out), ignore_errors=True)
-        model = pipeline.load_model(settings("warm"))  # build/cache the default 3DMM outside the timings
+        model = pipeline.load_fit_model(settings("warm"))  # build/cache the default 3DMM outside the timings
         uris = pipeline.discover(settings("loop"))
         n = len(uris)
         print(f"scans={n} image={args.image_size}² poses={args.poses + 1} channels=DCE+RGB  [{load()}]")

@@ -33,7 +33,7 @@ from refine_ray.inference.batch import run_refine
 from refine_ray.inference.config import RefineConfig
 from refine_ray.inference.inputs import find_input_shards
 from refine_ray.inference.model import Predictor, depth_range_mm
-from refine_ray.inference.model import load_model
+from refine_ray.inference.model import refiner_from
 from refine_ray.inference.outputs import OutputWriter, assemble
 from refine_ray.inference.photo_input import PhotoEncoder, PhotoOptions, extras_of
 from refine_ray.inference.units import plan_units, process_unit, refine_decoded
@@ -84,8 +84,8 @@ def photo_bench(args) -> int:
                   "textured": True, "normalization": DceNormalization().to_dict(), "preprocess": {"model": None}}
         enc = encoding_from_data(record, "bench")
         encoder = PhotoEncoder(enc, PhotoOptions(landmarks="dlib"))
-        refiner = Refiner(load_model(ck), enc)
-        writer = OutputWriter(os.path.join(work, "out"), enc.normalization)
+        refiner = Refiner(refiner_from(ck), enc)
+        writer = OutputWriter(os.path.join(work, "out"), enc.dce_normalization())
         stages = {k: 0.0 for k in ("read", "detect", "fit", "encode", "refine", "outputs")}
         done = failed = 0
         photos = sorted(os.listdir(folder))
@@ -219,7 +219,7 @@ def measure(args, size: int) -> dict:
         units, _ = plan_units(find_input_shards(data, "test")[0])
         out_plain = os.path.join(work, "plain")
         t0 = time.perf_counter()
-        done = sum(process_unit(u, pred, depth_range_mm(NORMALIZATION.to_dict()), out_plain, args.batch_size,
+        done = sum(process_unit(u, pred, depth_range_mm(NORMALIZATION), out_plain, args.batch_size,
                                 overlap=False)["samples_refined"] for u in units)
         plain = done / (time.perf_counter() - t0)
         print(f"plain PyTorch loop (same units):   {plain:9.1f} img/s  ({done} images)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 from refine_ray.data.schema import read_manifest
+from refine_ray.geometry import DceNormalization
 
 # Preprocessing settings that change what the model sees: a user value that differs is refused.
 MUST_MATCH = ("image_size", "scale_px_per_mm", "translation_px", "textured", "normalization", "crop_radius_mm",
@@ -37,6 +38,10 @@ class Encoding:
     normalization: dict
     preprocess: dict = field(default_factory=dict)
     source: str = ""
+
+    def dce_normalization(self) -> DceNormalization:
+        """The channel normalization of the model's inputs (stored as its dict in checkpoints and manifests)."""
+        return DceNormalization.from_dict(self.normalization)
 
     @property
     def input_channels(self) -> int:

@@ -18,7 +18,6 @@ from refine_ray.data.preview import write_preview
 from refine_ray.data.samples import SampleBuildError, build_samples
 from refine_ray.data.settings import PreprocessSettings, StorageSettings
 from refine_ray.data.shards import ScanOutcome, ShardStore, summarize
-from refine_ray.geometry import DceNormalization
 from refine_ray.landmarks import make_provider
 from refine_ray.morphable.fitting import MIN_LANDMARKS
 from refine_ray.scans import discover_scans, read_scan
@@ -29,7 +28,7 @@ class PreprocessError(RuntimeError):
     """The job could not run at all (bad input folder, mismatched output); per-scan problems never raise."""
 
 
-def load_model(settings: PreprocessSettings):
+def load_fit_model(settings: PreprocessSettings):
     """The 3DMM named by `settings.model` (any format `morphable.load_model` reads; default: the built-in one),
     checked to be usable by the landmark fit. Raises PreprocessError with one line naming the file."""
     if not settings.model:
@@ -53,10 +52,6 @@ def load_model(settings: PreprocessSettings):
 def make_landmark_provider(settings: PreprocessSettings):
     """The 2D landmark source named by `settings.landmarks` ('file', 'face_alignment')."""
     return make_provider(settings.landmarks)
-
-
-def normalization(settings: PreprocessSettings):
-    return DceNormalization.from_dict(settings.normalization) if settings.normalization else DceNormalization()
 
 
 def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) -> tuple[list[dict], ScanOutcome]:
@@ -114,7 +109,7 @@ class BatchWorker:
         storage.join_output(self.settings.output)   # held until this actor's process ends
         self.model = ray.get(model_ref[0])
         self.provider = make_landmark_provider(self.settings)
-        self.norm = normalization(self.settings)
+        self.norm = self.settings.dce_normalization()
         self.store = ShardStore(self.settings.output, self.settings.compression)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -174,7 +169,7 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
 
 def _run_claimed(settings: PreprocessSettings, uris: list[str], use_ray: bool, log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
-    model = load_model(settings)    # once, on the driver, before Ray starts: a bad model is one line, exit 2
+    model = load_fit_model(settings)    # once, on the driver, before Ray starts: a bad model is one line, exit 2
     store = ShardStore(settings.output, settings.compression)
     storage.makedirs(settings.output)
     entries = store.ledger()
@@ -217,7 +212,7 @@ def _run_claimed(settings: PreprocessSettings, uris: list[str], use_ray: bool, l
     store.remove_orphans(entries)  # nothing is in flight now: only committed shards may remain
     counts = summarize(entries)
     n_errors = store.write_errors(entries)
-    norm = normalization(settings)
+    norm = settings.dce_normalization()
     channels = list(schema.DCE_CHANNELS) + (list(schema.RGB_CHANNELS) if settings.textured else [])
     manifest = {
         "image_size": [settings.image_size, settings.image_size],
@@ -251,15 +246,15 @@ def _run_claimed(settings: PreprocessSettings, uris: list[str], use_ray: bool, l
     return summary
 
 
-def _batches(todo: list[str], settings: PreprocessSettings, workers: int) -> int:
+def _batch_size(todo: list[str], settings: PreprocessSettings, workers: int) -> int:
     """Batch size: at most scans_per_shard, small enough that every worker gets work."""
     return max(1, min(settings.scans_per_shard, math.ceil(len(todo) / max(1, 2 * workers))))
 
 
 def _run_local(todo: list[str], settings: PreprocessSettings, model):
-    provider, norm = make_landmark_provider(settings), normalization(settings)
+    provider, norm = make_landmark_provider(settings), settings.dce_normalization()
     store = ShardStore(settings.output, settings.compression)
-    size = _batches(todo, settings, 1)
+    size = _batch_size(todo, settings, 1)
     for i in range(0, len(todo), size):
         for o in process_batch(todo[i:i + size], settings, model, provider, norm, store):
             yield o.uri, o.status, o.samples, o.cpu_seconds
@@ -273,7 +268,7 @@ def _run_ray(todo: list[str], settings: PreprocessSettings, model):
     # Batches sized for the most workers there may be (--num-workers, else the CPUs present now); the
     # pool then scales between min_workers and that (or one per batch) as CPU nodes join or leave.
     workers = settings.num_workers or max(1, settings.min_workers, int(ray.cluster_resources().get("CPU", 1)))
-    size = _batches(todo, settings, workers)
+    size = _batch_size(todo, settings, workers)
     n_batches = math.ceil(len(todo) / size)
     ds = ray.data.from_items([{"uri": u} for u in todo], override_num_blocks=n_batches)
     remote_args: dict[str, Any] = {"num_cpus": 1}

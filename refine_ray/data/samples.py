@@ -282,13 +282,11 @@ def _landmarks_2d(scan, provider, settings: PreprocessSettings) -> np.ndarray:
 
 
 def build_samples(scan, settings: PreprocessSettings, model, landmark_provider, poses: list[Pose],
-                  split: str = "test", normalization=None) -> list[dict]:
-    """Rows of data.schema.SCHEMA for one scan in every pose of `poses`; raises SampleBuildError."""
+                  split: str = "test", normalization: geo.DceNormalization | None = None) -> list[dict]:
+    """Rows of data.schema.SCHEMA for one scan in every pose of `poses`; raises SampleBuildError.
+    `normalization` defaults to the settings' (a worker passes the one it built once)."""
     src = scan.source
-    if normalization is not None:
-        norm = normalization
-    else:
-        norm = geo.DceNormalization.from_dict(settings.normalization) if settings.normalization else geo.DceNormalization()
+    norm = normalization if normalization is not None else settings.dce_normalization()
     scan = frontalize(scan, settings, model, landmark_provider)
     lm_clean = _landmarks_2d(scan, landmark_provider, settings)
     gt = prepare_ground_truth(scan, lm_clean, settings)

@@ -82,6 +82,10 @@ class PreprocessSettings(StrictModel):
     local: bool = Field(False, description="run in this process without Ray (small jobs, debugging)")
     storage: StorageSettings = Field(StorageSettings(), json_schema_extra=flag(None))  # YAML or AWS_* env, never flags
 
+    def dce_normalization(self) -> DceNormalization:
+        """The channel normalization these settings write (their overrides of the defaults)."""
+        return DceNormalization.from_dict(self.normalization)
+
     @model_validator(mode="after")
     def _normalization_is_valid(self):
         if self.normalization:

@@ -9,9 +9,12 @@ Two objects, one convention (docs/INTERFACES.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy.spatial.transform import Rotation
+
+from refine_ray.geometry.similarity import ScaledRotation
 
 
 def pixels_to_plane(points: np.ndarray) -> np.ndarray:
@@ -21,23 +24,15 @@ def pixels_to_plane(points: np.ndarray) -> np.ndarray:
 
 
 def plane_to_pixels(points: np.ndarray) -> np.ndarray:
-    """(u, v) plane coordinates → (col, row) pixels; the inverse of `pixels_to_plane`."""
-    p = np.asarray(points, dtype=np.float64)
-    return np.stack([p[..., 0], -p[..., 1]], axis=-1)
+    """(u, v) plane coordinates → (col, row) pixels; the inverse of `pixels_to_plane` (the flip is its own inverse)."""
+    return pixels_to_plane(points)
 
 
 @dataclass
-class ScaledOrthographic:
-    """x_plane = scale · (R X)[:2] + translation, with R a proper rotation (det +1)."""
+class ScaledOrthographic(ScaledRotation):
+    """x_plane = scale · (R X)[:2] + translation (2,), with R a proper rotation (det +1)."""
 
-    scale: float
-    rotation: np.ndarray  # (3, 3)
-    translation: np.ndarray  # (2,)
-
-    def __post_init__(self):
-        self.scale = float(self.scale)
-        self.rotation = np.asarray(self.rotation, dtype=np.float64).reshape(3, 3)
-        self.translation = np.asarray(self.translation, dtype=np.float64).reshape(2)
+    translation_dims: ClassVar[int] = 2
 
     @property
     def matrix(self) -> np.ndarray:

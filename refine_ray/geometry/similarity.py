@@ -6,22 +6,31 @@ the model's mean landmarks say how to bring it into the project's camera frame (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 
 @dataclass
-class Similarity:
-    """X' = scale · X @ rotation.T + translation (rotation proper, scale > 0)."""
+class ScaledRotation:
+    """A scale, a 3×3 rotation and a translation of `translation_dims` entries, coerced to float64 once
+    (the parameters of `Similarity` and of the scaled-orthographic camera of geometry.projection)."""
 
     scale: float
     rotation: np.ndarray      # (3, 3)
-    translation: np.ndarray   # (3,)
+    translation: np.ndarray   # (translation_dims,)
+
+    translation_dims: ClassVar[int] = 3
 
     def __post_init__(self):
         self.scale = float(self.scale)
         self.rotation = np.asarray(self.rotation, dtype=np.float64).reshape(3, 3)
-        self.translation = np.asarray(self.translation, dtype=np.float64).reshape(3)
+        self.translation = np.asarray(self.translation, dtype=np.float64).reshape(self.translation_dims)
+
+
+@dataclass
+class Similarity(ScaledRotation):
+    """X' = scale · X @ rotation.T + translation (rotation proper, scale > 0)."""
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         p = np.asarray(points, dtype=np.float64)

@@ -19,8 +19,7 @@ import numpy as np
 from refine_ray.data.encoding import Encoding
 from refine_ray.data.photos import decode_photo, read_photo, sibling_landmarks
 from refine_ray.data.schema import decode_images, rows_to_table
-from refine_ray.geometry import DceNormalization
-from refine_ray.inference.model import encoding_of_checkpoint, load_model, Predictor
+from refine_ray.inference.model import encoding_of_checkpoint, Predictor, refiner_from
 from refine_ray.inference.outputs import assemble, OutputWriter, RefinedFace
 from refine_ray.data.coarse_mesh import CoarseMesh, CoarseMeshError
 from refine_ray.inference.mesh_input import MeshEncoder, MeshOptions
@@ -40,7 +39,7 @@ class Refiner:
         self.network = network
         self.encoding = encoding
         self.predictor = Predictor(network, device=device)
-        self.norm = DceNormalization.from_dict(encoding.normalization)
+        self.norm = encoding.dce_normalization()
         self.photo_options = PhotoOptions(landmarks=landmarks, landmark_options=dict(landmark_options or {}),
                                           allow_download=allow_download, model=model)
         self._morphable = morphable
@@ -51,7 +50,7 @@ class Refiner:
         """Load a stage checkpoint (or a run directory's last stage) and the encoding it records.
         options: landmarks ("dlib" | "face_alignment"), landmark_options, allow_download, model (3DMM)."""
 
-        return cls(load_model(checkpoint_uri), encoding_of_checkpoint(checkpoint_uri), device=device, **options)
+        return cls(refiner_from(checkpoint_uri), encoding_of_checkpoint(checkpoint_uri), device=device, **options)
 
     @property
     def photo_encoder(self):
@@ -138,4 +137,4 @@ class Refiner:
     def save(self, face: RefinedFace, folder: str, mesh_format: str = "ply") -> list[str]:
         """Write the face's files as the batch job does (meshes/, maps/, fits/, gallery/ under `folder`)."""
 
-        return OutputWriter(folder, self.encoding.normalization, mesh_format).write(face)
+        return OutputWriter(folder, self.norm, mesh_format).write(face)

@@ -26,7 +26,8 @@ from refine_ray.data.encoding import EncodingError
 from refine_ray.data.schema import read_manifest
 from refine_ray.inference.config import RefineConfig
 from refine_ray.inference.inputs import batches_factory, resolve_kind
-from refine_ray.inference.model import depth_range_mm, encoding_of_checkpoint, load_model, Predictor
+from refine_ray.geometry import DceNormalization
+from refine_ray.inference.model import depth_range_mm, encoding_of_checkpoint, normalization_of, Predictor, refiner_from
 from refine_ray.inference.outputs import assemble, OutputWriter
 from refine_ray.inference.mesh_input import MeshOptions
 from refine_ray.inference.photo_input import PhotoOptions
@@ -58,17 +59,15 @@ class UnitRefiner:
     """Ray Data callable class: one model per actor, loaded once; each call refines whole units."""
 
     def __init__(self, checkpoint: str | Callable, device: str, precision: str, channels_last: bool,
-                 normalization: dict | None, output: str, batch_size: int, split: str | None,
+                 normalization: DceNormalization | None, output: str, batch_size: int, split: str | None,
                  meshes: bool, kill_once_marker: str | None, mesh_format: str = "ply",
                  raw_inputs: dict | None = None, credentials: storage.WorkerCredentials | None = None):
         if credentials:
             credentials.apply()   # before the checkpoint is read: it may be on the object store
         storage.join_output(output)   # held until this actor's process ends
-        refiner = load_model(checkpoint)
+        refiner = refiner_from(checkpoint)
         self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
-        norm = normalization if normalization is not None else getattr(refiner, "normalization", None)
-        if norm is not None and not isinstance(norm, dict):
-            norm = norm.to_dict()
+        norm = normalization if normalization is not None else normalization_of(refiner)
         self.depth_range = depth_range_mm(norm)
         self.output, self.batch_size, self.split = output, batch_size, split
         self.kill_once_marker = kill_once_marker
@@ -116,7 +115,7 @@ def check_checkpoint(checkpoint: str, input_uri: str) -> None:
     """Load the checkpoint on the driver, before Ray starts, as the actors will (weights_only=True):
     a missing, unsafe or foreign file fails here in one line (CheckpointError), and so does a model
     that needs more input channels than the input's manifest lists."""
-    refiner = load_model(checkpoint)
+    refiner = refiner_from(checkpoint)
     need = int(getattr(refiner, "input_channels", 0) or 0)
     try:
         have = len(read_manifest(input_uri).get("input_channels") or []) if not str(input_uri).endswith(".parquet") else 0

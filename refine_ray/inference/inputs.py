@@ -27,6 +27,7 @@ from refine_ray.data.encoding import (check_shards_match, Encoding, encoding_fro
     manifest_encoding)
 from refine_ray.data.photos import discover_photos, LANDMARK_SUFFIXES
 from refine_ray.data.schema import read_manifest
+from refine_ray.geometry import DceNormalization
 from refine_ray.inference.mesh_input import (discover_meshes, has_index_files, mesh_batches, MeshEncoder, MeshOptions,
     plan_mesh_units)
 from refine_ray.inference.photo_input import (check_detector, photo_batches, PhotoEncoder, PhotoOptions,
@@ -45,7 +46,7 @@ class Plan:
     kind: str
     units: list
     errors: list[dict[str, str]] = field(default_factory=list)
-    normalization: dict | None = None
+    normalization: DceNormalization | None = None   # read once, from the manifest or the checkpoint
     split: str | None = None
     raw: bool = False                       # units are raw inputs encoded on the fly (batches factory)
     warnings: list[str] = field(default_factory=list)
@@ -83,7 +84,7 @@ class ShardsInput(InputKind):
             except FileNotFoundError:
                 manifest = None
             if manifest is not None:
-                norm = manifest.get("normalization")
+                norm = DceNormalization.from_dict(manifest["normalization"]) if manifest.get("normalization") else None
                 if encoding is not None:
                     try:
                         diffs = check_shards_match(encoding, manifest_encoding(manifest, cfg.input))
@@ -141,7 +142,7 @@ class MeshesInput(InputKind):
         units, errors = plan_mesh_units(cfg.input, cfg.coarse_meshes.per_unit)
         if not units and not errors:
             raise FileNotFoundError(f"{cfg.input}: no meshes (.obj, .ply, .glb, .gltf)")
-        return Plan(self.name, units, errors, dict(encoding.normalization), None, raw=True)
+        return Plan(self.name, units, errors, encoding.dce_normalization(), None, raw=True)
 
 
 class PhotosInput(InputKind):
@@ -168,7 +169,7 @@ class PhotosInput(InputKind):
             if bare:
                 raise ValueError(f"{len(bare)} photo(s) without a landmark file (e.g. {bare[0]}) need the "
                                     f"'{cfg.photos.landmarks}' detector, which cannot run here: {problem}")
-        return Plan(self.name, units, errors, dict(encoding.normalization), None, raw=True)
+        return Plan(self.name, units, errors, encoding.dce_normalization(), None, raw=True)
 
 
 def find_input_shards(input_uri: str, split: str | None) -> tuple[list[str], list[dict[str, str]]]:

@@ -18,7 +18,6 @@ from refine_ray.data.coarse_mesh import (INDEX_SUFFIX, CoarseMesh, CoarseMeshErr
                                          read_coarse_mesh)
 from refine_ray.data.encoding import Encoding
 from refine_ray.data.schema import SampleError, build_row, rows_to_table, sample_id
-from refine_ray.geometry import DceNormalization
 from refine_ray.geometry.similarity import Similarity
 from refine_ray.inference.photo_input import load_morphable
 from refine_ray.inference.units import Unit
@@ -71,7 +70,7 @@ class MeshEncoder:
         model_uri = self.options.model if self.options.model is not None else encoding.preprocess.get("model")
         self.morphable = morphable if morphable is not None else load_morphable(model_uri)
         self.reference = self.morphable.landmarks_3d()
-        self.norm = DceNormalization.from_dict(encoding.normalization)
+        self.norm = encoding.dce_normalization()
 
     def read(self, uri: str) -> CoarseMesh:
         o = self.options

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from refine_ray.data.encoding import checkpoint_encoding
+from refine_ray.geometry import DceNormalization
 from refine_ray.training.checkpoints import load_checkpoint, load_refiner, resolve_checkpoint
 
 
-def load_model(checkpoint: str | Callable[[], Any]) -> Any:
+def refiner_from(checkpoint: str | Callable[[], Any]) -> Any:
     """A refiner from a checkpoint URI (training.checkpoints.load_refiner) or from a factory callable
     (tests and benchmarks build small models without a training run)."""
     if callable(checkpoint):
@@ -79,17 +80,17 @@ class Predictor:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def depth_range_mm(normalization: Any) -> tuple[float, float]:
+def normalization_of(refiner: Any) -> DceNormalization | None:
+    """The channel normalization a refiner's checkpoint records (stored as a dict), or None."""
+    stored = getattr(refiner, "normalization", None)
+    return DceNormalization.from_dict(stored) if stored else None
+
+
+def depth_range_mm(normalization: DceNormalization | None) -> tuple[float, float]:
     """(lo, hi) mm of the fixed depth map `units = 2*(mm-lo)/(hi-lo) - 1` (docs/design.md, manifest `normalization`)."""
     if normalization is None:
         raise ValueError("no channel normalization: the dataset manifest and the checkpoint both lack it")
-    if hasattr(normalization, "depth_mm"):
-        lo, hi = normalization.depth_mm
-    elif isinstance(normalization, dict) and "depth_mm" in normalization:
-        lo, hi = normalization["depth_mm"]
-    else:
-        raise ValueError(f"normalization has no depth_mm range: {normalization!r}")
-    lo, hi = float(lo), float(hi)
+    lo, hi = (float(v) for v in normalization.depth_mm)
     if not hi > lo:
         raise ValueError(f"normalization depth_mm range must have hi > lo, got ({lo}, {hi})")
     return lo, hi

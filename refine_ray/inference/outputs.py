@@ -155,11 +155,11 @@ def gallery_tile(face: RefinedFace, size: int = TILE) -> np.ndarray:
 class OutputWriter:
     """Writes every user-facing file of a RefinedFace under `output` (atomic writes, deterministic names)."""
 
-    def __init__(self, output: str, normalization: dict, mesh_format: str = "ply", gallery: bool = True):
+    def __init__(self, output: str, normalization: DceNormalization, mesh_format: str = "ply", gallery: bool = True):
         if mesh_format not in MESH_FORMATS:
             raise ValueError(f"mesh_format must be one of {MESH_FORMATS}, got {mesh_format!r}")
         self.output, self.mesh_format, self.gallery = output, mesh_format, gallery
-        self.norm = DceNormalization.from_dict(normalization)
+        self.norm = normalization
         self.depth_range = self.norm.depth_mm
 
     def write(self, face: RefinedFace) -> list[str]:

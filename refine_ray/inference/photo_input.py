@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from refine_ray import storage
 from refine_ray.data.encoding import Encoding
-from refine_ray.data.pipeline import load_model
+from refine_ray.data.pipeline import load_fit_model
 from refine_ray.data.schema import rows_to_table, sample_id
 from refine_ray.data.settings import PreprocessSettings
 from refine_ray.inference.units import Unit
@@ -80,7 +80,7 @@ def check_detector(options: PhotoOptions) -> str | None:
 def load_morphable(uri: str | None):
     """The 3DMM, loaded as the preprocessing job loads it (so photos are fitted like the training data)."""
 
-    return load_model(PreprocessSettings(model=uri))
+    return load_fit_model(PreprocessSettings(model=uri))
 
 
 def sample_id_of(scan_id: str) -> str:

@@ -13,10 +13,12 @@ from refine_ray import storage
 from refine_ray.data.pipeline import run_preprocess
 from refine_ray.data.schema import read_manifest
 from refine_ray.data.settings import PreprocessSettings
+from refine_ray.geometry import DceNormalization
 
 
-def prepare_raw_input(input_uri: str, prepared_uri: str, overrides: dict[str, Any] | None = None) -> tuple[str, dict]:
-    """Preprocess the scans under `input_uri` into `prepared_uri`; returns (prepared_uri, normalization dict).
+def prepare_raw_input(input_uri: str, prepared_uri: str,
+                      overrides: dict[str, Any] | None = None) -> tuple[str, DceNormalization]:
+    """Preprocess the scans under `input_uri` into `prepared_uri`; returns (prepared_uri, its normalization).
 
     `overrides` are preprocessing settings (image_size, scale_px_per_mm, textured, normalization, …) that
     must match the ones the model was trained with; poses and split are fixed here.
@@ -29,4 +31,4 @@ def prepare_raw_input(input_uri: str, prepared_uri: str, overrides: dict[str, An
     summary = run_preprocess(settings, use_ray=not settings.local)
     if summary.get("samples", {}).get("test", 0) == 0 and not storage.exists(storage.join(prepared_uri, "test")):
         raise ValueError(f"{input_uri}: no scan could be prepared for refinement (see {prepared_uri}/errors.parquet)")
-    return prepared_uri, read_manifest(prepared_uri)["normalization"]
+    return prepared_uri, DceNormalization.from_dict(read_manifest(prepared_uri)["normalization"])

@@ -98,13 +98,15 @@ def fit_landmarks(model: MorphableModel, landmarks_px: np.ndarray, *, prior_weig
 
 def _fit(model, landmarks_px, prior_weight, expr_prior_weight, n_alternations, n_iterations,
          fit_expression, follow_contour) -> CoarseFit:
-    lm = np.asarray(landmarks_px, dtype=np.float64)
-    if lm.shape != (N_LANDMARKS, 2):
-        raise FittingError(f"landmarks must be ({N_LANDMARKS}, 2) pixels (col, row), got {lm.shape}")
-    if prior_weight < 0 or (expr_prior_weight is not None and expr_prior_weight < 0):
-        raise FittingError("prior weights must be >= 0")
-    pre = _precomputed(model)
-    x = pixels_to_plane(lm)
+    problem = _FitProblem(model, landmarks_px, prior_weight, expr_prior_weight, fit_expression, follow_contour)
+    coeffs = _alternate(problem, n_alternations)
+    pose, coeffs = _gauss_newton(problem, coeffs, n_iterations)
+    return problem.result(pose, coeffs)
+
+
+def _observed_plane_points(pre: _Precomputed, landmarks_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(plane coordinates (68, 2) of (68, 2) pixels, valid (68,) bool: finite and known to the model); FittingError on too few."""
+    x = pixels_to_plane(np.asarray(landmarks_px, dtype=np.float64))
     valid = np.isfinite(x).all(axis=1) & (pre.lmk_rows >= 0)
     n_valid = int(valid.sum())
     if n_valid < MIN_LANDMARKS:
@@ -112,82 +114,123 @@ def _fit(model, landmarks_px, prior_weight, expr_prior_weight, n_alternations, n
         hint = "" if known >= MIN_LANDMARKS else (f" (the model defines only {known} landmark vertices: load it with "
                                                   "a landmark mapping, e.g. load_model(uri, landmarks='ibug_to_x.txt'))")
         raise FittingError(f"need at least {MIN_LANDMARKS} landmarks the model knows, got {n_valid}{hint}")
-    use_expr = fit_expression and pre.n_expr > 0
-    P = pre.n_shape + (pre.n_expr if use_expr else 0)
-    basis = pre.basis[:, :, :P]
-    lam = np.full(P, float(prior_weight))
-    if use_expr:
-        lam[pre.n_shape:] = prior_weight if expr_prior_weight is None else expr_prior_weight
-    coeffs = np.zeros(P)
-    rows = pre.lmk_rows.copy()
-    jaw = np.array(JAW)
-    jaw_valid = valid[jaw]
-    xv = x[valid]
+    return x, valid
 
-    def estimate_pose(X):
+
+class _FitProblem:
+    """One landmark fit: the observed landmarks, the model rows they correspond to (the jaw's follow the
+    contour), the coefficient basis and priors; shared by the alternation and the Gauss-Newton stage."""
+
+    def __init__(self, model, landmarks_px, prior_weight, expr_prior_weight, fit_expression, follow_contour):
+        shape = np.shape(landmarks_px)
+        if shape != (N_LANDMARKS, 2):
+            raise FittingError(f"landmarks must be ({N_LANDMARKS}, 2) pixels (col, row), got {shape}")
+        if prior_weight < 0 or (expr_prior_weight is not None and expr_prior_weight < 0):
+            raise FittingError("prior weights must be >= 0")
+        self.model = model
+        self.pre = pre = _precomputed(model)
+        x, self.valid = _observed_plane_points(pre, landmarks_px)
+        self.use_expr = fit_expression and pre.n_expr > 0
+        self.P = P = pre.n_shape + (pre.n_expr if self.use_expr else 0)
+        self.basis = pre.basis[:, :, :P]
+        self.lam = np.full(P, float(prior_weight))
+        if self.use_expr:
+            self.lam[pre.n_shape:] = prior_weight if expr_prior_weight is None else expr_prior_weight
+        self.rows = pre.lmk_rows.copy()
+        self.jaw = np.array(JAW)
+        self.jaw_valid = self.valid[self.jaw]
+        self.xv = x[self.valid]
+        self.follow_contour = follow_contour
+
+    def points(self, coeffs: np.ndarray) -> np.ndarray:
+        """The model's 3D points at the observed landmarks for these coefficients."""
+        rv = self.rows[self.valid]
+        return self.pre.mean[rv] + self.basis[rv] @ coeffs
+
+    def estimate_pose(self, X: np.ndarray) -> ScaledOrthographic:
         try:
-            return estimate_scaled_orthographic(xv, X)
+            return estimate_scaled_orthographic(self.xv, X)
         except ValueError as exc:       # e.g. the observed landmarks' 3D points are (nearly) coplanar
             raise FittingError(f"cannot estimate the pose from these landmarks: {exc}") from exc
 
-    def contour_rows(pose, coeffs):
-        if follow_contour and jaw_valid.any():
-            cr = pre.cand_rows
-            cand = pre.cand_mean + (pre.cand_basis[:, :P] @ coeffs).reshape(pre.cand_mean.shape)   # (17, M, 3)
+    def follow_jaw(self, pose: ScaledOrthographic, coeffs: np.ndarray) -> None:
+        """Move the jaw landmarks to the contour vertices the current pose and shape show (in place)."""
+        if self.follow_contour and self.jaw_valid.any():
+            pre = self.pre
+            cand = pre.cand_mean + (pre.cand_basis[:, :self.P] @ coeffs).reshape(pre.cand_mean.shape)   # (17, M, 3)
             pick = select_contour(cand @ pose.rotation[0], pre.candidates)
-            rows[jaw] = cr[np.arange(len(jaw)), pick]
+            self.rows[self.jaw] = pre.cand_rows[np.arange(len(self.jaw)), pick]
 
-    # 1) alternation: cheap, robust start (pose from the current shape, then a linear MAP shape solve)
-    for _ in range(max(1, n_alternations)):
-        X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
-        pose = estimate_pose(X)
-        contour_rows(pose, coeffs)
-        X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
-        pose = estimate_pose(X)
-        R2, s = pose.rotation[:2], pose.scale
-        target = ((xv - pose.translation) / s - pre.mean[rows[valid]] @ R2.T).reshape(-1)   # (2n,)
-        A = np.einsum("ij,njp->nip", R2, basis[rows[valid]]).reshape(-1, P)                # (2n, P)
-        coeffs = np.linalg.solve(A.T @ A + np.diag(lam), A.T @ target)
+    def cost(self, R, s, t, c, s0) -> tuple[float, np.ndarray, np.ndarray]:
+        Xc = self.points(c)
+        r = s * (Xc @ R[:2].T) + t - self.xv
+        return float(np.sum(r * r)) / s0 ** 2 + float(np.sum(self.lam * c * c)), r, Xc
 
-    # 2) joint Gauss-Newton (Levenberg-Marquardt) on rotation, scale, translation and coefficients:
-    #    block alternation alone converges slowly because pose and shape are coupled.
-    X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
-    pose = estimate_pose(X)
-    s0 = pose.scale
-    R, s, t = pose.rotation, pose.scale, pose.translation.copy()
-    prior = np.concatenate([np.zeros(6), lam])
-
-    def cost_of(R, s, t, c):
-        Xc = pre.mean[rows[valid]] + basis[rows[valid]] @ c
-        r = s * (Xc @ R[:2].T) + t - xv
-        return float(np.sum(r * r)) / s0 ** 2 + float(np.sum(lam * c * c)), r, Xc
-
-    mu = 1e-3
-    cost, r, Xc = cost_of(R, s, t, coeffs)
-    for _ in range(max(0, n_iterations)):
-        contour_rows(ScaledOrthographic(s, R, t), coeffs)
-        cost, r, Xc = cost_of(R, s, t, coeffs)
+    def jacobian(self, R, s, Xc, s0) -> np.ndarray:
+        """(2n, 6+P) derivative of the scaled residuals by (rotation ω, scale, translation, coefficients)."""
         Y = Xc @ R.T                                                        # (n, 3) rotated points
         n = len(Y)
-        J = np.zeros((n, 2, 6 + P))
+        J = np.zeros((n, 2, 6 + self.P))
         # R ← exp([ω]x) R moves Y by ω × Y, so d(Y)/dω = -[Y]x; its first two rows:
         J[:, 0, 0:3] = s * np.stack([np.zeros(n), Y[:, 2], -Y[:, 1]], axis=1)
         J[:, 1, 0:3] = s * np.stack([-Y[:, 2], np.zeros(n), Y[:, 0]], axis=1)
         J[:, :, 3] = Y[:, :2]
         J[:, 0, 4] = 1.0
         J[:, 1, 5] = 1.0
-        J[:, :, 6:] = s * np.einsum("ij,njp->nip", R[:2], basis[rows[valid]])
-        J = J.reshape(2 * n, -1) / s0
-        rv = r.reshape(-1) / s0
+        J[:, :, 6:] = s * np.einsum("ij,njp->nip", R[:2], self.basis[self.rows[self.valid]])
+        return J.reshape(2 * n, -1) / s0
+
+    def result(self, pose: ScaledOrthographic, coeffs: np.ndarray) -> CoarseFit:
+        pre, model, rows = self.pre, self.model, self.rows
+        rms = float(np.sqrt(np.mean(np.sum((pose.project(self.points(coeffs)) - self.xv) ** 2, axis=1))))
+        shape = coeffs[: pre.n_shape]
+        expr = coeffs[pre.n_shape:] if self.use_expr else np.zeros(pre.n_expr)
+        full = coeffs.astype(np.float32) @ pre.full_basis[:self.P]
+        vertices = model.mean + full.reshape(-1, 3)
+        vertex_ids = np.where(rows >= 0, pre.vertex_ids[np.maximum(rows, 0)], -1)
+        vertex_ids[model.landmark_index < 0] = -1
+        lm3 = np.full((N_LANDMARKS, 3), np.nan)
+        lm3[vertex_ids >= 0] = vertices[vertex_ids[vertex_ids >= 0]]
+        return CoarseFit(vertices=vertices, faces=model.faces, projection=pose, shape_coeffs=shape, expr_coeffs=expr,
+                         landmarks_3d=lm3, landmark_vertex=vertex_ids, rms_px=rms, n_landmarks=int(self.valid.sum()))
+
+
+def _alternate(problem: _FitProblem, n_alternations: int) -> np.ndarray:
+    """Cheap, robust start: pose from the current shape, then a linear MAP shape solve, repeated."""
+    coeffs = np.zeros(problem.P)
+    for _ in range(max(1, n_alternations)):
+        pose = problem.estimate_pose(problem.points(coeffs))
+        problem.follow_jaw(pose, coeffs)
+        pose = problem.estimate_pose(problem.points(coeffs))
+        rv = problem.rows[problem.valid]
+        R2, s = pose.rotation[:2], pose.scale
+        target = ((problem.xv - pose.translation) / s - problem.pre.mean[rv] @ R2.T).reshape(-1)   # (2n,)
+        A = np.einsum("ij,njp->nip", R2, problem.basis[rv]).reshape(-1, problem.P)                # (2n, P)
+        coeffs = np.linalg.solve(A.T @ A + np.diag(problem.lam), A.T @ target)
+    return coeffs
+
+
+def _gauss_newton(problem: _FitProblem, coeffs: np.ndarray, n_iterations: int) -> tuple[ScaledOrthographic, np.ndarray]:
+    """Joint Gauss-Newton (Levenberg-Marquardt) on rotation, scale, translation and coefficients:
+    block alternation alone converges slowly because pose and shape are coupled."""
+    pose = problem.estimate_pose(problem.points(coeffs))
+    s0 = pose.scale
+    R, s, t = pose.rotation, pose.scale, pose.translation.copy()
+    prior = np.concatenate([np.zeros(6), problem.lam])
+    mu = 1e-3
+    for _ in range(max(0, n_iterations)):
+        problem.follow_jaw(ScaledOrthographic(s, R, t), coeffs)
+        cost, r, Xc = problem.cost(R, s, t, coeffs, s0)
+        J = problem.jacobian(R, s, Xc, s0)
         H = J.T @ J + np.diag(prior)
-        g = J.T @ rv + prior * np.concatenate([np.zeros(6), coeffs])
+        g = J.T @ (r.reshape(-1) / s0) + prior * np.concatenate([np.zeros(6), coeffs])
         improved = converged = False
         for _ in range(8):
             step = -np.linalg.solve(H + mu * np.diag(np.diag(H) + 1e-9), g)
             R_new = _rotation_exp(step[:3]) @ R
             s_new, t_new, c_new = s + step[3], t + step[4:6], coeffs + step[6:]
             if s_new > 0:
-                new_cost = cost_of(R_new, s_new, t_new, c_new)[0]
+                new_cost = problem.cost(R_new, s_new, t_new, c_new, s0)[0]
                 if new_cost < cost:
                     converged = cost - new_cost < 1e-10 * cost
                     R, s, t, coeffs, cost = R_new, s_new, t_new, c_new, new_cost
@@ -197,20 +240,7 @@ def _fit(model, landmarks_px, prior_weight, expr_prior_weight, n_alternations, n
             mu *= 10
         if not improved or converged:
             break
-    pose = ScaledOrthographic(s, R, t)
-    X = pre.mean[rows[valid]] + basis[rows[valid]] @ coeffs
-    rms = float(np.sqrt(np.mean(np.sum((pose.project(X) - xv) ** 2, axis=1))))
-
-    shape = coeffs[: pre.n_shape]
-    expr = coeffs[pre.n_shape:] if use_expr else np.zeros(pre.n_expr)
-    full = coeffs.astype(np.float32) @ pre.full_basis[:P]
-    vertices = model.mean + full.reshape(-1, 3)
-    vertex_ids = np.where(rows >= 0, pre.vertex_ids[np.maximum(rows, 0)], -1)
-    vertex_ids[model.landmark_index < 0] = -1
-    lm3 = np.full((N_LANDMARKS, 3), np.nan)
-    lm3[vertex_ids >= 0] = vertices[vertex_ids[vertex_ids >= 0]]
-    return CoarseFit(vertices=vertices, faces=model.faces, projection=pose, shape_coeffs=shape, expr_coeffs=expr,
-                     landmarks_3d=lm3, landmark_vertex=vertex_ids, rms_px=rms, n_landmarks=n_valid)
+    return ScaledOrthographic(s, R, t), coeffs
 
 
 def _rotation_exp(w: np.ndarray) -> np.ndarray:
