@@ -172,6 +172,39 @@ def _run_claimed(settings: PreprocessSettings, uris: list[str], use_ray: bool, l
     model = load_fit_model(settings)    # once, on the driver, before Ray starts: a bad model is one line, exit 2
     store = ShardStore(settings.output, settings.compression)
     storage.makedirs(settings.output)
+    todo = _resume(store, settings, uris, log)
+    progress = _Progress(len(todo), started, log)
+    if todo:
+        outcomes = _run_ray(todo, settings, model) if use_ray else _run_local(todo, settings, model)
+        for _uri, status, n, *_ in outcomes:
+            progress.add(status, n)
+    elapsed = time.perf_counter() - started
+
+    entries = store.ledger()
+    store.remove_orphans(entries)  # nothing is in flight now: only committed shards may remain
+    counts = summarize(entries)
+    n_errors = store.write_errors(entries)
+    _write_manifest(settings, store, entries, counts, uris)
+    total = counts["scans_ok"] + counts["scans_failed"]
+    summary = {
+        "scans_ok": counts["scans_ok"], "scans_failed": counts["scans_failed"], "errors": n_errors,
+        "samples": counts["samples"], "this_run_scans": progress.processed, "this_run_samples": progress.samples,
+        "seconds": elapsed, "scans_per_s": progress.processed / elapsed if elapsed > 0 else 0.0,
+        "error_fraction": counts["scans_failed"] / total if total else 0.0,
+        "first_result_s": progress.first_result,
+    }
+    summary["ok"] = summary["error_fraction"] <= settings.max_error_fraction
+    if settings.preview:
+        summary["preview"] = write_preview(store.shard_uris(entries), settings.preview, storage.join(settings.output, "preview.png"))
+    log(f"done: {counts['scans_ok']} scans ok, {counts['scans_failed']} failed, "
+        f"{counts['samples']['train']} train + {counts['samples']['test']} test samples; "
+        f"this run {progress.processed} scans in {elapsed:.1f} s ({summary['scans_per_s']:.2f} scans/s)")
+    return summary
+
+
+def _resume(store: ShardStore, settings: PreprocessSettings, uris: list[str], log: Callable[[str], None]) -> list[str]:
+    """The scans still to process: the ledger's (done or failed) are skipped, what a killed run left is
+    removed, and unusable names (or one scan name twice) are committed as failures without processing."""
     entries = store.ledger()
     store.check_fingerprint(entries, settings.fingerprint())
     removed = store.remove_orphans(entries)
@@ -189,32 +222,33 @@ def _run_claimed(settings: PreprocessSettings, uris: list[str], use_ray: bool, l
         done.update(u for u, _ in refused)
     todo = [u for u in uris if u not in done]
     log(f"{len(uris)} scans found, {len(uris) - len(todo)} already done, {len(todo)} to process")
+    return todo
 
-    processed = failed = samples = 0
-    first_result = None
-    if todo:
-        if use_ray:
-            outcomes_iter = _run_ray(todo, settings, model)
-        else:
-            outcomes_iter = _run_local(todo, settings, model)
-        for uri, status, n, *_ in outcomes_iter:
-            if first_result is None:
-                first_result = time.perf_counter() - started
-            processed += 1
-            failed += status != "ok"
-            samples += n
-            if processed == len(todo) or processed % max(1, len(todo) // 20) == 0:
-                rate = processed / max(time.perf_counter() - started, 1e-9)
-                log(f"{processed}/{len(todo)} scans, {failed} failed, {samples} samples, {rate:.2f} scans/s")
-    elapsed = time.perf_counter() - started
 
-    entries = store.ledger()
-    store.remove_orphans(entries)  # nothing is in flight now: only committed shards may remain
-    counts = summarize(entries)
-    n_errors = store.write_errors(entries)
+class _Progress:
+    """Counts of this run's scans as their outcomes arrive, logged about twenty times per run."""
+
+    def __init__(self, total: int, started: float, log: Callable[[str], None]):
+        self.total, self.started, self.log = total, started, log
+        self.processed = self.failed = self.samples = 0
+        self.first_result: float | None = None
+
+    def add(self, status: str, samples: int) -> None:
+        if self.first_result is None:
+            self.first_result = time.perf_counter() - self.started
+        self.processed += 1
+        self.failed += status != "ok"
+        self.samples += samples
+        if self.processed == self.total or self.processed % max(1, self.total // 20) == 0:
+            rate = self.processed / max(time.perf_counter() - self.started, 1e-9)
+            self.log(f"{self.processed}/{self.total} scans, {self.failed} failed, {self.samples} samples, {rate:.2f} scans/s")
+
+
+def _write_manifest(settings: PreprocessSettings, store: ShardStore, entries: list, counts: dict[str, Any],
+                    uris: list[str]) -> None:
     norm = settings.dce_normalization()
     channels = list(schema.DCE_CHANNELS) + (list(schema.RGB_CHANNELS) if settings.textured else [])
-    manifest = {
+    schema.write_manifest(settings.output, {
         "image_size": [settings.image_size, settings.image_size],
         "scale_px_per_mm": settings.scale_px_per_mm,
         "normalization": norm.to_dict(),
@@ -227,23 +261,7 @@ def _run_claimed(settings: PreprocessSettings, uris: list[str], use_ray: bool, l
         "inputs": {"root": settings.input, "scans": [storage.printable(u) for u in uris]},
         "shards": {sp: [s["path"] for e in entries for s in e.shards if s["split"] == sp] for sp in schema.SPLITS},
         "errors": "errors.parquet",
-    }
-    schema.write_manifest(settings.output, manifest)
-    total = counts["scans_ok"] + counts["scans_failed"]
-    summary = {
-        "scans_ok": counts["scans_ok"], "scans_failed": counts["scans_failed"], "errors": n_errors,
-        "samples": counts["samples"], "this_run_scans": processed, "this_run_samples": samples,
-        "seconds": elapsed, "scans_per_s": processed / elapsed if elapsed > 0 else 0.0,
-        "error_fraction": counts["scans_failed"] / total if total else 0.0,
-        "first_result_s": first_result,
-    }
-    summary["ok"] = summary["error_fraction"] <= settings.max_error_fraction
-    if settings.preview:
-        summary["preview"] = write_preview(store.shard_uris(entries), settings.preview, storage.join(settings.output, "preview.png"))
-    log(f"done: {counts['scans_ok']} scans ok, {counts['scans_failed']} failed, "
-        f"{counts['samples']['train']} train + {counts['samples']['test']} test samples; "
-        f"this run {processed} scans in {elapsed:.1f} s ({summary['scans_per_s']:.2f} scans/s)")
-    return summary
+    })
 
 
 def _batch_size(todo: list[str], settings: PreprocessSettings, workers: int) -> int:

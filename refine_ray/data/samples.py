@@ -136,6 +136,28 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
     """Mesh, 3D landmarks and vertex→photo pixels of the scan, cropped to the face (paper §5.2)."""
     src = scan.source
     _check_scan(scan)
+    vertices, faces, vpix = _scan_mesh(scan, settings)
+    grid_scale = _check_photo_fits(scan, vpix, landmarks_2d)
+    lm3d = _landmarks_3d(scan, landmarks_2d, grid_scale)
+
+    # Ground truth → photo projection from its 3D landmarks to the photo's 2D landmarks (docs/design.md).
+    # Jaw landmarks (0-16) are excluded when enough others exist: in a photo they mark the pose-dependent
+    # occluding contour, and lifted through a grid at grazing angles their depth is off by mm.
+    use = np.isfinite(lm3d).all(axis=1) & np.isfinite(landmarks_2d).all(axis=1)
+    if int(use[17:].sum()) >= MIN_LANDMARKS_3D:
+        use[:17] = False
+    projection = _stage(src, "align", lambda: estimate_scaled_orthographic(pixels_to_plane(landmarks_2d[use]), lm3d[use]))
+
+    v2, f2, kept = _stage(src, "crop", lambda: _crop_face(vertices, faces, lm3d, landmarks_2d, projection, settings))
+    if f2 is None or len(f2) == 0:
+        raise SampleBuildError(src, "crop", f"nothing of the scan lies within {settings.crop_radius_mm} mm of the nose tip "
+                               "and inside the face contour")
+    return GroundTruth(v2, f2, lm3d, None if vpix is None else vpix[kept], projection)
+
+
+def _scan_mesh(scan, settings: PreprocessSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(vertices, faces, vertex→photo pixels or None) of a mesh scan, or of a range grid triangulated."""
+    src = scan.source
     if scan.faces is not None:
         vertices, faces = np.asarray(scan.vertices, float), np.asarray(scan.faces, np.int64)
         vpix = None if scan.vertex_pixels is None else np.asarray(scan.vertex_pixels, float)
@@ -156,7 +178,12 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
         raise SampleBuildError(src, "mesh", "scan has neither faces nor a range grid (a bare point cloud cannot be rendered)")
     if len(faces) == 0:
         raise SampleBuildError(src, "mesh", "scan has no triangles")
+    return vertices, faces, vpix
 
+
+def _check_photo_fits(scan, vpix: np.ndarray | None, landmarks_2d: np.ndarray) -> np.ndarray:
+    """Refuse a photo that does not belong to the scan or its landmarks; returns the photo/grid pixel scale (2,)."""
+    src = scan.source
     if scan.photo is not None and vpix is not None:
         h, w = scan.photo.shape[:2]
         inside = (vpix[:, 0] >= 0) & (vpix[:, 0] <= w) & (vpix[:, 1] >= 0) & (vpix[:, 1] <= h)
@@ -180,7 +207,12 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
         if inside.sum() < 0.9 * ok.sum():
             raise SampleBuildError(src, "validate", f"{int(ok.sum() - inside.sum())} of {int(ok.sum())} 2D landmarks lie outside "
                                    f"the {pw}x{ph} px photo: photo and landmarks do not belong together")
+    return grid_scale
 
+
+def _landmarks_3d(scan, landmarks_2d: np.ndarray, grid_scale: np.ndarray) -> np.ndarray:
+    """(68, 3) landmarks on the scan: its own, or the photo's lifted through the range grid; checked usable."""
+    src = scan.source
     if scan.landmarks_3d is not None:
         lm3d = np.asarray(scan.landmarks_3d, float)
     elif scan.grid is not None:
@@ -194,30 +226,19 @@ def prepare_ground_truth(scan, landmarks_2d: np.ndarray, settings: PreprocessSet
         raise SampleBuildError(src, "landmarks", f"fewer than {MIN_LANDMARKS_3D} 3D landmarks could be located on the scan")
     if not np.isfinite(lm3d[NOSE_TIP]).all():
         raise SampleBuildError(src, "landmarks", "the nose-tip landmark (30) is missing; it centres the crop")
+    return lm3d
 
-    # Ground truth → photo projection from its 3D landmarks to the photo's 2D landmarks (docs/design.md).
-    # Jaw landmarks (0-16) are excluded when enough others exist: in a photo they mark the pose-dependent
-    # occluding contour, and lifted through a grid at grazing angles their depth is off by mm.
-    use = np.isfinite(lm3d).all(axis=1) & np.isfinite(landmarks_2d).all(axis=1)
-    if int(use[17:].sum()) >= MIN_LANDMARKS_3D:
-        use[:17] = False
-    projection = _stage(src, "align", lambda: estimate_scaled_orthographic(pixels_to_plane(landmarks_2d[use]), lm3d[use]))
 
-    def crop():
-        # The contour needs jaw landmarks; Bosphorus-style sets (chin only) fall back to the sphere.
-        jaw_known = int(np.isfinite(landmarks_2d[:17]).all(axis=1).sum())
-        contour = geo.face_contour_polygon(pixels_to_plane(landmarks_2d)) if settings.crop_contour and jaw_known >= 3 else None
-        v2, f2, kept = geo.crop_face(vertices, faces, lm3d[NOSE_TIP], settings.crop_radius_mm,
-                                     contour_plane=contour, projection=projection if contour is not None else None)
-        if settings.median_filter and len(f2):
-            v2, _ = geo.median_filter_outliers(v2, f2)
-        return v2, f2, kept
-
-    v2, f2, kept = _stage(src, "crop", crop)
-    if f2 is None or len(f2) == 0:
-        raise SampleBuildError(src, "crop", f"nothing of the scan lies within {settings.crop_radius_mm} mm of the nose tip "
-                               "and inside the face contour")
-    return GroundTruth(v2, f2, lm3d, None if vpix is None else vpix[kept], projection)
+def _crop_face(vertices, faces, lm3d, landmarks_2d, projection, settings: PreprocessSettings):
+    """The face of the scan: a sphere around the nose tip, cut along the jaw contour, outliers filtered."""
+    # The contour needs jaw landmarks; Bosphorus-style sets (chin only) fall back to the sphere.
+    jaw_known = int(np.isfinite(landmarks_2d[:17]).all(axis=1).sum())
+    contour = geo.face_contour_polygon(pixels_to_plane(landmarks_2d)) if settings.crop_contour and jaw_known >= 3 else None
+    v2, f2, kept = geo.crop_face(vertices, faces, lm3d[NOSE_TIP], settings.crop_radius_mm,
+                                 contour_plane=contour, projection=projection if contour is not None else None)
+    if settings.median_filter and len(f2):
+        v2, _ = geo.median_filter_outliers(v2, f2)
+    return v2, f2, kept
 
 
 def frontalize(scan, settings: PreprocessSettings, model, provider):
