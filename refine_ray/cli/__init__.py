@@ -147,6 +147,14 @@ def run_job(body: Callable[[], int]) -> int:
         return EXIT_CANNOT_RUN
 
 
+def job_main(parser: argparse.ArgumentParser, model: type[BaseModel],
+             run: Callable[[Any, argparse.Namespace], int], argv: list[str] | None) -> int:
+    """A job's `main`: parse its flags, then under the exit-code contract (`run_job`) load its config
+    (`--config` file, then the flags) and `run(config, args)`, which returns the exit status."""
+    args = parser.parse_args(argv)
+    return run_job(lambda: run(load(model, args), args))
+
+
 def main(argv: list[str] | None = None) -> int:
     """`refine-ray <job> [flags]`: dispatch to the job's own `main`."""
     import importlib

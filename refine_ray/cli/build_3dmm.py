@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from refine_ray.cli import EXIT_DONE, load, parser_for, run_job
+from refine_ray.cli import EXIT_DONE, job_main, parser_for
 from refine_ray.morphable.config import Build3dmmConfig
 from refine_ray.morphable.pca import build_model_job
 
@@ -27,16 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return job_main(build_parser(), Build3dmmConfig, _build, argv)
 
-    def body() -> int:
-        cfg = load(Build3dmmConfig, args)
-        summary = build_model_job(cfg.registered, cfg.out, cfg.components, landmarks=cfg.landmarks,
-                                  synthetic_subjects=cfg.synthetic_subjects, seed=cfg.seed, align=cfg.align)
-        print(json.dumps(summary, indent=2))
-        return EXIT_DONE
 
-    return run_job(body)
+def _build(cfg: Build3dmmConfig, args: argparse.Namespace) -> int:
+    summary = build_model_job(cfg.registered, cfg.out, cfg.components, landmarks=cfg.landmarks,
+                              synthetic_subjects=cfg.synthetic_subjects, seed=cfg.seed, align=cfg.align)
+    print(json.dumps(summary, indent=2))
+    return EXIT_DONE
 
 
 if __name__ == "__main__":

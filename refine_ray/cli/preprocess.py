@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from refine_ray.cli import EXIT_CANNOT_RUN, EXIT_DONE, EXIT_SOME_FAILED, error, load, parser_for, run_job
+from refine_ray.cli import EXIT_CANNOT_RUN, EXIT_DONE, EXIT_SOME_FAILED, error, job_main, parser_for
 from refine_ray.config import ConfigError
 from refine_ray.data.pipeline import PreprocessError, run_preprocess
 from refine_ray.data.settings import PreprocessSettings
@@ -27,23 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return job_main(build_parser(), PreprocessSettings, _preprocess, argv)
 
-    def body() -> int:
-        settings = load(PreprocessSettings, args)
-        try:
-            summary = run_preprocess(settings)
-        except (PreprocessError, OutputMismatchError, ConfigError) as exc:
-            error(exc)
-            return EXIT_CANNOT_RUN
-        print(json.dumps(dict(summary), default=str))
-        if not summary["ok"]:
-            error(f"{summary['scans_failed']} scans failed ({summary['error_fraction']:.1%} > "
-                  f"max_error_fraction {settings.max_error_fraction:.1%}); see {settings.output}/errors.parquet")
-            return EXIT_SOME_FAILED
-        return EXIT_DONE
 
-    return run_job(body)
+def _preprocess(settings: PreprocessSettings, args: argparse.Namespace) -> int:
+    try:
+        summary = run_preprocess(settings)
+    except (PreprocessError, OutputMismatchError, ConfigError) as exc:
+        error(exc)
+        return EXIT_CANNOT_RUN
+    print(json.dumps(dict(summary), default=str))
+    if not summary["ok"]:
+        error(f"{summary['scans_failed']} scans failed ({summary['error_fraction']:.1%} > "
+              f"max_error_fraction {settings.max_error_fraction:.1%}); see {settings.output}/errors.parquet")
+        return EXIT_SOME_FAILED
+    return EXIT_DONE
 
 
 if __name__ == "__main__":

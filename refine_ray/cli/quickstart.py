@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from refine_ray.cli import EXIT_DONE, EXIT_SOME_FAILED, load, parser_for, run_job
+from refine_ray.cli import EXIT_DONE, EXIT_SOME_FAILED, job_main, parser_for
 from refine_ray.quickstart import QuickstartConfig, run_quickstart
 
 
@@ -24,15 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return job_main(build_parser(), QuickstartConfig, _quickstart, argv)
 
-    def body() -> int:
-        result = run_quickstart(load(QuickstartConfig, args))
-        print(json.dumps(result, indent=2))
-        print(f"\nReport: {result['report']}")
-        return EXIT_DONE if result["errors"] == 0 else EXIT_SOME_FAILED
 
-    return run_job(body)
+def _quickstart(cfg: QuickstartConfig, args: argparse.Namespace) -> int:
+    result = run_quickstart(cfg)
+    print(json.dumps(result, indent=2))
+    print(f"\nReport: {result['report']}")
+    return EXIT_DONE if result["errors"] == 0 else EXIT_SOME_FAILED
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from refine_ray.cli import EXIT_DONE, EXIT_SOME_FAILED, CannotRun, load, parser_for, run_job
+from refine_ray.cli import CannotRun, EXIT_DONE, EXIT_SOME_FAILED, job_main, parser_for
 from refine_ray.inference.batch import run_refine
 from refine_ray.inference.config import RefineConfig
 
@@ -32,23 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return job_main(build_parser(), RefineConfig, _refine, argv)
 
-    def body() -> int:
-        cfg = load(RefineConfig, args)
-        if args.all_splits:
-            cfg.split = None
-        if not (cfg.checkpoint and cfg.input and cfg.output):
-            raise CannotRun("checkpoint, input and output are required (flags or config keys)")
-        result = run_refine(cfg)
-        print(json.dumps({"output": result.output, "samples_refined": result.samples_refined, "errors": result.errors,
-                          "units_run": result.units_run, "units_skipped": result.units_skipped,
-                          "input_kind": result.kind, "report": result.report_dir}))
-        if result.report_dir:
-            print(f"report: {result.report_dir}/report.html", file=sys.stderr)
-        return EXIT_SOME_FAILED if result.errors else EXIT_DONE
 
-    return run_job(body)
+def _refine(cfg: RefineConfig, args: argparse.Namespace) -> int:
+    if args.all_splits:
+        cfg.split = None
+    if not (cfg.checkpoint and cfg.input and cfg.output):
+        raise CannotRun("checkpoint, input and output are required (flags or config keys)")
+    result = run_refine(cfg)
+    print(json.dumps({"output": result.output, "samples_refined": result.samples_refined, "errors": result.errors,
+                      "units_run": result.units_run, "units_skipped": result.units_skipped,
+                      "input_kind": result.kind, "report": result.report_dir}))
+    if result.report_dir:
+        print(f"report: {result.report_dir}/report.html", file=sys.stderr)
+    return EXIT_SOME_FAILED if result.errors else EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from refine_ray.cli import EXIT_DONE, CannotRun, load, parser_for, run_job
+from refine_ray.cli import CannotRun, EXIT_DONE, job_main, parser_for
 from refine_ray.inference.config import CompareConfig
 from refine_ray.inference.report import combine_runs, write_report
 
@@ -24,20 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return job_main(build_parser(), CompareConfig, _report, argv)
 
-    def body() -> int:
-        cfg = load(CompareConfig, args)
-        if not (cfg.runs and cfg.out):
-            raise CannotRun("--runs and --out are required (flags or config keys)")
-        if len(cfg.runs) == 1 and not cfg.labels:
-            write_report(cfg.runs[0], cfg.out, title=cfg.title, heatmap_max_mm=cfg.heatmap_max_mm)
-        else:
-            combine_runs(cfg.runs, cfg.out, labels=cfg.labels, title=cfg.title)
-        print(f"report: {cfg.out.rstrip('/')}/report.html")
-        return EXIT_DONE
 
-    return run_job(body)
+def _report(cfg: CompareConfig, args: argparse.Namespace) -> int:
+    if not (cfg.runs and cfg.out):
+        raise CannotRun("--runs and --out are required (flags or config keys)")
+    if len(cfg.runs) == 1 and not cfg.labels:
+        write_report(cfg.runs[0], cfg.out, title=cfg.title, heatmap_max_mm=cfg.heatmap_max_mm)
+    else:
+        combine_runs(cfg.runs, cfg.out, labels=cfg.labels, title=cfg.title)
+    print(f"report: {cfg.out.rstrip('/')}/report.html")
+    return EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from refine_ray.cli import EXIT_DONE, load, parser_for, run_job
+from refine_ray.cli import EXIT_DONE, job_main, parser_for
 from refine_ray.synth.config import SynthesizeConfig
 from refine_ray.synth.dataset import synthesize_dataset
 
@@ -23,16 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return job_main(build_parser(), SynthesizeConfig, _synthesize, argv)
 
-    def body() -> int:
-        cfg = load(SynthesizeConfig, args)
-        summary = synthesize_dataset(cfg.format, cfg.subjects, cfg.scans_per_subject, cfg.out, seed=cfg.seed,
-                                     preview=cfg.preview, parallel=not cfg.serial)
-        print(json.dumps(summary, indent=2))
-        return EXIT_DONE
 
-    return run_job(body)
+def _synthesize(cfg: SynthesizeConfig, args: argparse.Namespace) -> int:
+    summary = synthesize_dataset(cfg.format, cfg.subjects, cfg.scans_per_subject, cfg.out, seed=cfg.seed,
+                                 preview=cfg.preview, parallel=not cfg.serial)
+    print(json.dumps(summary, indent=2))
+    return EXIT_DONE
 
 
 if __name__ == "__main__":

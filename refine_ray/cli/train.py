@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from refine_ray.cli import EXIT_DONE, load, parser_for, run_job
+from refine_ray.cli import EXIT_DONE, job_main, parser_for
 from refine_ray.training.config import TrainConfig
 from refine_ray.training.trainer import train
 
@@ -23,16 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return job_main(build_parser(), TrainConfig, _train, argv)
 
-    def body() -> int:
-        cfg = load(TrainConfig, args)
-        cfg.require_paths()
-        result = train(cfg)
-        print(result.describe(), flush=True)
-        return EXIT_DONE
 
-    return run_job(body)
+def _train(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    cfg.require_paths()
+    result = train(cfg)
+    print(result.describe(), flush=True)
+    return EXIT_DONE
 
 
 if __name__ == "__main__":
