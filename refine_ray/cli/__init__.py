@@ -94,7 +94,7 @@ def _default_text(info) -> str:
 
 
 def parser_for(model: type[BaseModel], prog: str, description: str | None,
-               config_help: str = "YAML config; flags override its keys") -> argparse.ArgumentParser:
+               config_help: str = "YAML file with the keys below (flags override it)") -> argparse.ArgumentParser:
     """An argparse parser with `--config` plus one flag per field of `model` (see the module doc)."""
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help=config_help)

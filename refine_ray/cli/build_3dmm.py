@@ -23,7 +23,7 @@ from refine_ray.morphable.pca import build_model_job
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return parser_for(Build3dmmConfig, "build-3dmm", __doc__, "YAML file with the keys below (flags override it)")
+    return parser_for(Build3dmmConfig, "build-3dmm", __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

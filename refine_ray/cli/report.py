@@ -20,7 +20,7 @@ from refine_ray.inference.report import combine_runs, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return parser_for(CompareConfig, "report", __doc__, "YAML file with the keys below (flags override it)")
+    return parser_for(CompareConfig, "report", __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:

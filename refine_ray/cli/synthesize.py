@@ -19,7 +19,7 @@ from refine_ray.synth.dataset import synthesize_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return parser_for(SynthesizeConfig, "synthesize", __doc__, "YAML file with the keys below (flags override it)")
+    return parser_for(SynthesizeConfig, "synthesize", __doc__)
 
 
 def main(argv: list[str] | None = None) -> int:
