@@ -52,11 +52,6 @@ def _refined(out: str, ids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray
 
 def qualitative_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri: str, per_dataset: int = 2) -> dict[str, Any]:
     """`models`: label → {dataset: refine output folder}; `data`: dataset → preprocessed dataset folder."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows: list[tuple[str, list[tuple[str, np.ndarray]]]] = []
     for ds, folder in data.items():
         manifest = read_manifest(folder)
@@ -79,21 +74,8 @@ def qualitative_grid(models: dict[str, dict[str, str]], data: dict[str, str], ou
             rows.append((f"{ds}: {sid}", panels))
     if not rows:
         raise ValueError("qualitative_grid: no original-pose test samples found")
-    ncol = max(len(p) for _, p in rows)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.4 * ncol, 2.5 * len(rows)), squeeze=False)
-    for r, (title, panels) in enumerate(rows):
-        for c in range(ncol):
-            ax = axes[r, c]
-            ax.axis("off")
-            if c < len(panels):
-                ax.imshow(panels[c][1], cmap="gray", vmin=0, vmax=1)
-                ax.set_title(panels[c][0] if r == 0 else "", fontsize=9)
-        axes[r, 0].text(-0.05, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    storage.atomic_write_bytes(out_uri, buf.getvalue())
+    save_grid([(title, [(name, img, "gray") for name, img in panels]) for title, panels in rows], out_uri,
+              column_width=2.4, title_every_row=False)
     return {"path": out_uri, "samples": [t for t, _ in rows]}
 
 
@@ -103,11 +85,6 @@ def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri
 
     Error maps are drawn on the pixels every surface delivers and the ground truth covers (white elsewhere), on
     one colour scale 0..`vmax_mm` for every panel, so a region the refinement improves shows as lighter."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = []
     for ds, folder in data.items():
         manifest = read_manifest(folder)
@@ -138,28 +115,48 @@ def detail_grid(models: dict[str, dict[str, str]], data: dict[str, str], out_uri
             rows.append((f"{ds}: {sid}", shaded + errors))
     if not rows:
         raise ValueError("detail_grid: no original-pose test samples found")
+    save_grid(rows, out_uri, column_width=2.3, title_every_row=True, vmax_mm=vmax_mm)
+    return {"path": out_uri, "samples": [t for t, _ in rows]}
+
+
+def save_grid(rows: list[tuple[str, list[tuple[str, np.ndarray, str]]]], out_uri: str, column_width: float,
+              title_every_row: bool, vmax_mm: float | None = None) -> None:
+    """One figure row per sample, panels (name, image, colormap); "gray" panels are shadings in 0..1, any other
+    colormap draws an error map on 0..`vmax_mm` (NaN white) with one shared colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     ncol = max(len(p) for _, p in rows)
-    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.3 * ncol, 2.5 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(column_width * ncol, 2.5 * len(rows)), squeeze=False)
+    error_image = None
     for r, (title, panels) in enumerate(rows):
         for c in range(ncol):
             ax = axes[r, c]
             ax.axis("off")
-            if c < len(panels):
-                name, img, cmap = panels[c]
-                if cmap == "gray":
-                    ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-                else:
-                    cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
-                    im = ax.imshow(img, cmap=cm, vmin=0, vmax=vmax_mm)
+            if c >= len(panels):
+                continue
+            name, img, cmap = panels[c]
+            if cmap == "gray":
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+            else:
+                error_image = ax.imshow(img, cmap=matplotlib.colormaps[cmap].with_extremes(bad="white"),
+                                        vmin=0, vmax=vmax_mm)
+            if title_every_row:
                 ax.set_title(name, fontsize=7)
+            elif r == 0:
+                ax.set_title(name, fontsize=9)
         axes[r, 0].text(-0.05, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=7)
-    fig.tight_layout(rect=(0, 0, 0.92, 1))
-    fig.colorbar(im, cax=fig.add_axes((0.93, 0.3, 0.015, 0.4)), label="|depth error| (mm)")
+    if error_image is None:
+        fig.tight_layout()
+    else:
+        fig.tight_layout(rect=(0, 0, 0.92, 1))
+        fig.colorbar(error_image, cax=fig.add_axes((0.93, 0.3, 0.015, 0.4)), label="|depth error| (mm)")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     storage.atomic_write_bytes(out_uri, buf.getvalue())
-    return {"path": out_uri, "samples": [t for t, _ in rows]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: list[tuple[str, ...]] = [
-    ("refine_ray.version", "refine_ray.storage", "refine_ray.commits", "refine_ray.config", "refine_ray.logs", "refine_ray.cluster", "refine_ray.test_hooks"),
+    ("refine_ray.version", "refine_ray.errors", "refine_ray.storage", "refine_ray.commits", "refine_ray.config", "refine_ray.logs", "refine_ray.cluster", "refine_ray.test_hooks"),
     ("refine_ray.geometry", "refine_ray.metrics", "refine_ray.nn", "refine_ray.landmarks"),
     ("refine_ray.scans",),
     ("refine_ray.synth",),

@@ -5,14 +5,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from refine_ray.errors import FileProblem
 
-class LandmarkError(ValueError):
+
+class LandmarkError(FileProblem):
     """No usable landmarks for a scan; the message names the scan's file and the reason."""
-
-    def __init__(self, source: str, problem: str):
-        super().__init__(f"{source}: {problem}")
-        self.source = source
-        self.problem = problem
 
 
 @dataclass

@@ -24,18 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from refine_ray import storage
+from refine_ray.errors import FileProblem
 
 N_IBUG = 68
 MAX_LANDMARK_FILE_BYTES = 16 * 1024 * 1024   # a landmark file is kilobytes; refuse to read a huge one into memory
 
 
-class LandmarkFormatError(ValueError):
+class LandmarkFormatError(FileProblem):
     """A landmark file that cannot be read; the message names the file and the problem."""
-
-    def __init__(self, source: str, problem: str):
-        super().__init__(f"{source}: {problem}")
-        self.source = source
-        self.problem = problem
 
 
 # Bosphorus labels (as spelled in the .lm2/.lm3 files). "Left"/"right" are the subject's.

@@ -12,18 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from refine_ray import storage
+from refine_ray.errors import FileProblem
 
 N_LANDMARKS = 68
 JAW = tuple(range(17))          # iBUG jaw-contour landmarks: they slide along the face outline with pose
 
 
-class ModelFormatError(ValueError):
+class ModelFormatError(FileProblem):
     """A model file that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, source: str, problem: str):
-        super().__init__(f"{source}: {problem}")
-        self.source = source
-        self.problem = problem
 
 
 @dataclass(eq=False)   # eq=False: hashable by identity, so per-model fitting matrices can be cached

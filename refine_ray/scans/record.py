@@ -5,14 +5,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from refine_ray.errors import FileProblem
 
-class ScanFormatError(ValueError):
+
+class ScanFormatError(FileProblem):
     """A scan file that cannot be read; the message names the file and the problem."""
-
-    def __init__(self, source: str, problem: str):
-        super().__init__(f"{source}: {problem}")
-        self.source = source
-        self.problem = problem
 
 
 @dataclass
