@@ -33,3 +33,12 @@ def actor_pool(least: int, most: int | None, work_items: int) -> int | tuple[int
     top = max(1, min(most or work_items, work_items))
     bottom = max(1, min(least, top))
     return top if bottom == top else (bottom, top)
+
+
+def actor_pool_strategy(least: int, most: int | None, work_items: int):
+    """Ray Data's `compute=` for that pool (`actor_pool`'s bounds)."""
+    import ray.data
+
+    bounds = actor_pool(least, most, work_items)
+    low, high = bounds if isinstance(bounds, tuple) else (bounds, bounds)
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)

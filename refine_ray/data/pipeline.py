@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from refine_ray import morphable, storage
-from refine_ray.cluster import actor_pool, ensure_ray
+from refine_ray.cluster import actor_pool_strategy, ensure_ray
 from refine_ray.data import codec, schema
 from refine_ray.data.augment import assign_split, sample_poses
 from refine_ray.data.preview import write_preview
@@ -298,7 +298,7 @@ def _run_ray(todo: list[str], settings: PreprocessSettings, model):
                                "model_ref": [model_ref], "credentials": storage.worker_credentials()},
         batch_size=size,
         batch_format="numpy",
-        concurrency=actor_pool(settings.min_workers, settings.num_workers, n_batches),
+        compute=actor_pool_strategy(settings.min_workers, settings.num_workers, n_batches),
         **remote_args,
     )
     for row in ds.iter_rows():

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refine_ray import storage
-from refine_ray.cluster import actor_pool, ensure_ray
+from refine_ray.cluster import actor_pool_strategy, ensure_ray
 from refine_ray.data.encoding import EncodingError
 from refine_ray.data.schema import read_manifest
 from refine_ray.inference.config import RefineConfig
@@ -182,7 +182,7 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable, kind: Any, en
         ds = ds.map_batches(
             UnitRefiner,
             batch_size=1,
-            concurrency=actor_pool(cfg.min_actors, cfg.num_actors, len(todo)),
+            compute=actor_pool_strategy(cfg.min_actors, cfg.num_actors, len(todo)),
             num_cpus=cfg.cpus_per_actor,
             num_gpus=1 if cfg.gpu else 0,
             fn_constructor_kwargs=dict(
