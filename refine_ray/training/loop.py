@@ -57,11 +57,6 @@ def fade_alpha(stage: int, iteration: int, cfg: TrainConfig, fading: bool = True
     return min(1.0, (iteration + 1) / fade_iters)
 
 
-def depth_to_mm(depth: np.ndarray, normalization: DceNormalization) -> np.ndarray:
-    """Network-unit depth → mm with the dataset's fixed affine map (docs/design.md: never per image)."""
-    return normalization.denormalize_depth(depth)
-
-
 def _batches(shard, batch_size: int, device, shuffle_buffer: int,
              cache_mb: float = 0.0) -> Iterator[dict[str, torch.Tensor]]:
     """Endless training batches from this worker's Ray Data shard.
@@ -119,9 +114,9 @@ def validate(gan: ConditionalGan, val: dict[str, np.ndarray], stage: int, resolu
         both = imask[i] & tmask[i]
         out["mae_norm"].append(mae_norm(pred[i, 0], y[i, 0], imask[i], tmask[i]))
         out["coarse_mae_norm"].append(mae_norm(coarse[i], y[i, 0], imask[i], tmask[i]))
-        t_mm = depth_to_mm(y[i, 0], normalization)
-        out["mae_mm"].append(mae_mm(depth_to_mm(pred[i, 0], normalization), t_mm, both))
-        out["coarse_mae_mm"].append(mae_mm(depth_to_mm(coarse[i], normalization), t_mm, both))
+        t_mm = normalization.denormalize_depth(y[i, 0])
+        out["mae_mm"].append(mae_mm(normalization.denormalize_depth(pred[i, 0]), t_mm, both))
+        out["coarse_mae_mm"].append(mae_mm(normalization.denormalize_depth(coarse[i]), t_mm, both))
     stats: dict[str, float] = {}
     for k, v in out.items():
         arr = np.asarray(v, np.float64)
@@ -130,8 +125,8 @@ def validate(gan: ConditionalGan, val: dict[str, np.ndarray], stage: int, resolu
     stats["val_samples"] = int(len(pred))
     scale = scale_px_per_mm * resolution / val["input"].shape[-1]
     n = min(grid_samples, len(pred))
-    rows = [(depth_to_mm(coarse[i], normalization), depth_to_mm(pred[i, 0], normalization),
-             depth_to_mm(y[i, 0], normalization)) for i in range(n)]
+    rows = [(normalization.denormalize_depth(coarse[i]), normalization.denormalize_depth(pred[i, 0]),
+             normalization.denormalize_depth(y[i, 0])) for i in range(n)]
     grid = sample_grid(rows, [imask[i] | tmask[i] for i in range(n)], scale)
     return stats, grid
 
