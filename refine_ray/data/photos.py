@@ -18,7 +18,7 @@ import numpy as np
 from refine_ray import geometry as geo
 from refine_ray import storage
 from refine_ray.data import schema
-from refine_ray.data.samples import landmark_anchor, sample_photo
+from refine_ray.data.samples import SampleBuildError, landmark_anchor, sample_photo
 from refine_ray.landmarks import formats
 from refine_ray.morphable import fit_landmarks
 
@@ -28,12 +28,8 @@ MAX_PHOTO_PIXELS = 64_000_000     # a bigger image is refused before it is decod
 DATASET = "photo"
 
 
-class PhotoError(ValueError):
+class PhotoError(SampleBuildError):
     """A photo that cannot become a sample; names the file, the stage and the reason (an errors-table row)."""
-
-    def __init__(self, source: str, stage: str, reason: str):
-        super().__init__(f"{source}: [{stage}] {reason}")
-        self.source, self.stage, self.reason = source, stage, reason
 
 
 def is_photo(uri: str) -> bool:

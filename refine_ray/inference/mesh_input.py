@@ -17,10 +17,10 @@ from refine_ray import storage
 from refine_ray.data.coarse_mesh import (INDEX_SUFFIX, CoarseMesh, CoarseMeshError, EncodedMesh, encode_coarse_mesh,
                                          read_coarse_mesh)
 from refine_ray.data.encoding import Encoding
-from refine_ray.data.schema import SampleError, build_row, rows_to_table, sample_id
+from refine_ray.data.schema import SampleError, build_row, sample_id
 from refine_ray.geometry.similarity import Similarity
 from refine_ray.inference.photo_input import load_morphable
-from refine_ray.inference.units import Unit
+from refine_ray.inference.units import raw_batches, Unit
 from refine_ray.scans.frontal import UNITS_MM
 
 KIND = "meshes"
@@ -131,25 +131,6 @@ def plan_mesh_units(root: str, per_unit: int) -> tuple[list[Unit], list[dict[str
 def mesh_batches(encoder: MeshEncoder, unit: Unit, batch_size: int, counts: dict[str, int],
                  errors: list[dict[str, str]]) -> Iterator[tuple[pa.Table, dict[str, dict]]]:
     """Sample tables of a mesh unit; a mesh that cannot be encoded is an error row naming it."""
-    rows, extras = [], {}
-    for uri in unit.items:
-        counts["in"] += 1
-        sid = sample_id(DATASET, mesh_id(uri, unit.file), 0)
-        try:
-            row, extra = encoder.encode(encoder.read(uri), mesh_id(uri, unit.file))
-        except CoarseMeshError as exc:
-            errors.append({"file": uri, "sample_id": sid, "stage": exc.stage,
-                           "reason": exc.reason if exc.source == uri else f"{exc.source}: {exc.reason}"})
-            continue
-        except (MemoryError, OSError, RuntimeError):
-            raise    # storage outage and the like: not this mesh's fault; the unit is retried
-        except Exception as exc:   # an input the encoder did not foresee: recorded, never a crash of the job
-            errors.append({"file": uri, "sample_id": sid, "stage": "encode", "reason": f"{type(exc).__name__}: {exc}"})
-            continue
-        rows.append(row)
-        extras[row["sample_id"]] = extra
-        if len(rows) >= batch_size:
-            yield rows_to_table(rows), extras
-            rows, extras = [], {}
-    if rows:
-        yield rows_to_table(rows), extras
+    return raw_batches(unit, batch_size, counts, errors,
+                       lambda uri: encoder.encode(encoder.read(uri), mesh_id(uri, unit.file)),
+                       lambda uri: sample_id(DATASET, mesh_id(uri, unit.file), 0))

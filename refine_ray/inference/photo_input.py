@@ -17,9 +17,9 @@ import pyarrow as pa
 from refine_ray import storage
 from refine_ray.data.encoding import Encoding
 from refine_ray.data.pipeline import load_fit_model
-from refine_ray.data.schema import rows_to_table, sample_id
+from refine_ray.data.schema import sample_id
 from refine_ray.data.settings import PreprocessSettings
-from refine_ray.inference.units import Unit
+from refine_ray.inference.units import raw_batches, Unit
 from refine_ray.landmarks import LandmarkError, make_provider
 from refine_ray.landmarks.dlib_provider import DlibUnavailable, predictor_path
 from refine_ray.landmarks.face_alignment_provider import _missing_weights_message, required_weights
@@ -162,25 +162,8 @@ def photo_batches(encoder: PhotoEncoder, unit: Unit, batch_size: int, counts: di
                   errors: list[dict[str, str]]) -> Iterator[tuple[pa.Table, dict[str, dict]]]:
     """Sample tables of a photo unit; a photo that cannot be encoded is an error row naming it."""
 
-    rows, extras = [], {}
-    for uri in unit.items:
-        counts["in"] += 1
-        sid = sample_id_of(photo_id(uri, unit.file))
-        try:
-            sample, photo = encoder.encode_uri(uri, unit.file)
-        except PhotoError as exc:
-            errors.append({"file": uri, "sample_id": sid, "stage": exc.stage, "reason": f"{exc.source}: {exc.reason}"
-                           if exc.source != uri else exc.reason})
-            continue
-        except (MemoryError, OSError, RuntimeError):
-            raise    # storage outage, missing detector weights, …: not this photo's fault; the unit is retried
-        except Exception as exc:   # an input the encoder did not foresee: recorded, never a crash of the job
-            errors.append({"file": uri, "sample_id": sid, "stage": "encode", "reason": f"{type(exc).__name__}: {exc}"})
-            continue
-        rows.append(sample.row)
-        extras[sample.row["sample_id"]] = extras_of(sample, photo, uri)
-        if len(rows) >= batch_size:
-            yield rows_to_table(rows), extras
-            rows, extras = [], {}
-    if rows:
-        yield rows_to_table(rows), extras
+    def encode(uri: str) -> tuple[dict, dict]:
+        sample, photo = encoder.encode_uri(uri, unit.file)
+        return sample.row, extras_of(sample, photo, uri)
+
+    return raw_batches(unit, batch_size, counts, errors, encode, lambda uri: sample_id_of(photo_id(uri, unit.file)))

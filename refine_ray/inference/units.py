@@ -19,7 +19,7 @@ import json
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,8 @@ import pyarrow.parquet as pq
 
 from refine_ray import metrics as M, storage
 from refine_ray.commits import CommitLog, StagedParquet, UnitCommit
-from refine_ray.data.schema import decode_images
+from refine_ray.data.samples import SampleBuildError
+from refine_ray.data.schema import decode_images, rows_to_table
 from refine_ray.geometry import depth_units_to_mm, refined_footprint
 from refine_ray.inference.model import Predictor
 from refine_ray.inference.overlap import OrderedWriter, read_ahead
@@ -221,6 +222,38 @@ def shard_batches(unit: Unit, batch_size: int, split: str | None, counts: dict[s
             counts["in"] += table.num_rows
             if table.num_rows:
                 yield table, {}
+
+
+def raw_batches(unit: Unit, batch_size: int, counts: dict[str, int], errors: list[dict[str, str]],
+                encode: Callable[[str], tuple[dict, dict]], sample_id_of: Callable[[str], str],
+                ) -> Iterator[tuple[pa.Table, dict[str, dict]]]:
+    """Sample tables of a unit of raw inputs (photos, meshes, …), `encode(uri)` → (row, extra) for each.
+
+    An input that cannot become a sample (SampleBuildError, or anything its encoder did not foresee) is an
+    error row naming it and the unit goes on; storage outages and the like (OSError, MemoryError,
+    RuntimeError) are not the input's fault and fail the unit, which Ray retries."""
+    rows, extras = [], {}
+    for uri in unit.items:
+        counts["in"] += 1
+        try:
+            row, extra = encode(uri)
+        except SampleBuildError as exc:
+            errors.append({"file": uri, "sample_id": sample_id_of(uri), "stage": exc.stage,
+                           "reason": exc.reason if exc.source == uri else f"{exc.source}: {exc.reason}"})
+            continue
+        except (MemoryError, OSError, RuntimeError):
+            raise
+        except Exception as exc:   # never a crash of the job
+            errors.append({"file": uri, "sample_id": sample_id_of(uri), "stage": "encode",
+                           "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        rows.append(row)
+        extras[row["sample_id"]] = extra
+        if len(rows) >= batch_size:
+            yield rows_to_table(rows), extras
+            rows, extras = [], {}
+    if rows:
+        yield rows_to_table(rows), extras
 
 
 def kept_pixels(imgs: dict[str, np.ndarray], refined: np.ndarray) -> np.ndarray:
