@@ -199,3 +199,20 @@ def encoding_record(image_size: int = 32, scale_px_per_mm: float = 0.16, texture
             "textured": textured, "normalization": NORMALIZATION,
             "preprocess": {"model": model, "crop_radius_mm": 95.0, "crop_contour": True, "median_filter": True,
                            "max_edge_mm": None}}
+
+
+def tiny_model_and_checkpoint(root, image_size: int = 32, scale_px_per_mm: float = 0.16,
+                              textured: bool = True) -> dict[str, str]:
+    """A small 3DMM (PCA of 16 synthetic registered faces, 8 components) and a residual checkpoint whose
+    encoding record names it: the model's untrained output is its coarse input, so refined = coarse."""
+    from refine_ray.morphable.pca import build_pca_model
+    from refine_ray.synth.face import registered_population
+
+    V, F, L = registered_population(16, 0, expressions=False)
+    model_uri = os.path.join(str(root), "model.npz")
+    storage.atomic_write_bytes(model_uri, build_pca_model(V, F, L, 8).to_npz_bytes())
+    ckpt = os.path.join(str(root), "ckpt.pt" if textured else "ckpt-dce.pt")
+    write_checkpoint(ckpt, max_resolution=image_size, stage=3, residual=True,
+                     data=encoding_record(image_size=image_size, scale_px_per_mm=scale_px_per_mm, textured=textured,
+                                          model=model_uri))
+    return {"model": model_uri, "checkpoint": ckpt}

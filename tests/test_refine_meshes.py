@@ -20,17 +20,8 @@ from test_coarse_meshes import R, T, _other_topology, _write
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from refine_ray.morphable.pca import build_pca_model
-    from refine_ray.synth.face import registered_population
-
     root = tmp_path_factory.mktemp("meshes_world")
-    V, F, L = registered_population(16, 0, expressions=False)
-    model_uri = str(root / "model.npz")
-    storage.atomic_write_bytes(model_uri, build_pca_model(V, F, L, 8).to_npz_bytes())
-    ckpt = str(root / "ckpt.pt")
-    rf.write_checkpoint(ckpt, max_resolution=32, stage=3, residual=True,
-                        data=rf.encoding_record(image_size=32, scale_px_per_mm=0.16, textured=True, model=model_uri))
-    return {"root": root, "checkpoint": ckpt}
+    return {"root": root, **rf.tiny_model_and_checkpoint(root)}
 
 
 def _on_face(points_m, vertices_mm, faces):

@@ -39,17 +39,11 @@ def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 def world(tmp_path_factory):
     """A small 3DMM (PCA of synthetic registered faces), a checkpoint that records its encoding and names
     that 3DMM, and three rendered photos with their true pose and landmarks."""
-    from refine_ray.morphable.pca import build_pca_model
-    from refine_ray.synth.face import Identity, make_face, registered_population
+    from refine_ray.synth.face import Identity, make_face
     from refine_ray.synth.render import FRGC, render_scan
 
     root = tmp_path_factory.mktemp("photos_world")
-    V, F, L = registered_population(16, 0, expressions=False)
-    model_uri = str(root / "model.npz")
-    storage.atomic_write_bytes(model_uri, build_pca_model(V, F, L, 8).to_npz_bytes())
-    ckpt = str(root / "ckpt.pt")
-    rf.write_checkpoint(ckpt, max_resolution=32, stage=3, residual=True,
-                        data=rf.encoding_record(image_size=32, scale_px_per_mm=0.16, textured=True, model=model_uri))
+    tiny = rf.tiny_model_and_checkpoint(root)
     profile = dataclasses.replace(FRGC, height=240, width=320, px_per_mm=PROFILE_SCALE)
     faces = []
     for k in range(3):
@@ -58,7 +52,7 @@ def world(tmp_path_factory):
         m = scan.meta
         faces.append({"photo": scan.photo, "landmarks": scan.landmarks_2d,
                       "rotation": rotation_from_angles(m["yaw"], m["pitch"], m["roll"])})
-    return {"root": root, "checkpoint": ckpt, "faces": faces, "model": model_uri}
+    return {"root": root, "faces": faces, **tiny}
 
 
 def _write_photo(folder, name: str, face: dict, fmt: str = "PNG") -> str:
