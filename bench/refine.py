@@ -35,7 +35,8 @@ from refine_ray.inference.inputs import find_input_shards
 from refine_ray.inference.model import Predictor, depth_range_mm
 from refine_ray.inference.model import refiner_from
 from refine_ray.inference.outputs import OutputWriter, assemble
-from refine_ray.inference.photo_input import PhotoEncoder, PhotoOptions, extras_of
+from refine_ray.data.photos import PhotoEncoder, PhotoOptions
+from refine_ray.inference.photo_input import extras_of
 from refine_ray.inference.units import plan_units, process_unit, refine_decoded
 from refine_ray.morphable import fit_landmarks
 from refine_ray.synth.face import Identity, make_face

@@ -4,11 +4,13 @@ One photo → one target-less sample row (data.schema, null target) encoded exac
 data of the model (data.encoding: image size, px/mm, translation, RGB, normalization), plus what the
 user gets back about the fit (pose, scale, coefficients, landmark error). Landmarks come from a file
 next to the photo (`<name>.pts|.ljson|.json`, pixels of the photo as displayed, i.e. after its EXIF
-orientation) or else from a detector (landmarks.make_provider). Pure functions, no Ray.
+orientation) or else from a detector (landmarks.make_provider). `PhotoEncoder` is the one photo → sample step
+of jobs/preprocess.py's photo input, jobs/refine.py's and refine_ray.Refiner.refine_photo. No Ray.
 """
 from __future__ import annotations
 
 import io
+import os
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +20,13 @@ import numpy as np
 from refine_ray import geometry as geo
 from refine_ray import storage
 from refine_ray.data import schema
+from refine_ray.data.encoding import Encoding
+from refine_ray.data.fit_model import load_fit_model
 from refine_ray.data.samples import SampleBuildError, landmark_anchor, sample_photo
-from refine_ray.landmarks import formats
+from refine_ray.data.settings import PreprocessSettings
+from refine_ray.landmarks import formats, LandmarkError, make_provider
+from refine_ray.landmarks.dlib_provider import DlibUnavailable, predictor_path
+from refine_ray.landmarks.face_alignment_provider import _missing_weights_message, required_weights
 from refine_ray.morphable import fit_landmarks
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -176,3 +183,100 @@ def build_photo_sample(photo: np.ndarray, landmarks: np.ndarray, model, encoding
         "frame": "meshes are in the 3DMM's frame (mm); pose.rotation maps it to the photo's camera (x right, y up)",
     }
     return PhotoSample(row=row, vertices=fit.vertices, faces=fit.faces, colors=colors, view=view, fit=record)
+
+
+@dataclass
+class PhotoOptions:
+    """Settings of photo inputs (RefineConfig.photos)."""
+
+    landmarks: str = "dlib"                       # detector when no landmark file is beside a photo
+    landmark_options: dict = field(default_factory=dict)
+    allow_download: bool = False                  # face_alignment only: may fetch its weights
+    model: str | None = None                      # 3DMM; None = the one the training data was fitted with
+    max_pixels: int = MAX_PHOTO_PIXELS
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(landmarks=self.landmarks, landmark_options=dict(self.landmark_options),
+                    allow_download=self.allow_download, model=self.model, max_pixels=self.max_pixels)
+
+
+def make_detector(options: PhotoOptions):
+    kw = dict(options.landmark_options)
+    if options.landmarks == "face_alignment":
+        kw.setdefault("detector", "sfd")       # photos are not face crops
+        kw.setdefault("allow_download", options.allow_download)
+    return make_provider(options.landmarks, **kw)
+
+
+def check_detector(options: PhotoOptions) -> str | None:
+    """Why the configured detector cannot run on this machine (not installed, weights not cached and no
+    download allowed), or None when it can — asked on the driver, before Ray starts."""
+    if options.landmarks == "dlib":
+        try:
+            import dlib  # noqa: F401
+        except ImportError:
+            return "the dlib landmark detector is not installed: pip install 'refine-ray[landmarks]' (dlib-bin, face_recognition_models)"
+        try:
+            predictor_path()
+        except DlibUnavailable as exc:
+            return f"{exc}; pip install 'refine-ray[landmarks]'"
+        return None
+    if options.landmarks == "face_alignment" and not options.allow_download:
+        detector = options.landmark_options.get("detector", "sfd")
+        missing = [(u, p) for u, p in required_weights(detector) if not os.path.exists(p)]
+        if missing:
+            return _missing_weights_message(missing, "downloading is off: photos.allow_download / --allow-download")
+    return None
+
+
+def load_morphable(uri: str | None):
+    """The 3DMM, loaded as the preprocessing job loads it (so photos are fitted like the training data)."""
+
+    return load_fit_model(PreprocessSettings(model=uri))
+
+
+def sample_id_of(scan_id: str) -> str:
+    return schema.sample_id(DATASET, scan_id, 0)
+
+
+class PhotoEncoder:
+    """Photo (array or URI) → PhotoSample in the model's encoding; the detector is created on first use."""
+
+    def __init__(self, encoding: Encoding, options: PhotoOptions | None = None, morphable=None):
+        self.encoding = encoding
+        self.options = options or PhotoOptions()
+        model_uri = self.options.model if self.options.model is not None else encoding.preprocess.get("model")
+        self.morphable = morphable if morphable is not None else load_morphable(model_uri)
+        self._detector = None
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = make_detector(self.options)
+        return self._detector
+
+    def encode(self, photo: np.ndarray, source: str, scan_id: str, landmarks: np.ndarray | None = None,
+               landmark_source: str = "") -> PhotoSample:
+
+        photo = np.asarray(photo)
+        if photo.ndim == 2:
+            photo = np.repeat(photo[..., None], 3, axis=-1)
+        if photo.ndim != 3 or photo.shape[2] not in (3, 4):
+            raise PhotoError(source, "read", f"image must be (H, W, 3) RGB, got shape {photo.shape}")
+        photo = np.ascontiguousarray(photo[..., :3], dtype=np.uint8)
+        faces = None
+        if landmarks is None:
+            try:
+                found = self.detector.detect(photo, source)
+            except LandmarkError as exc:
+                raise PhotoError(source, "landmarks", exc.problem) from None
+            landmarks, faces = found.points, found.faces_found
+            landmark_source = f"detector {found.provider}"
+        return build_photo_sample(photo, landmarks, self.morphable, self.encoding, source, scan_id,
+                                  landmark_source=landmark_source or "given", faces_found=faces)
+
+    def encode_uri(self, uri: str, root: str) -> tuple[PhotoSample, np.ndarray]:
+        photo = read_photo(uri, self.options.max_pixels)
+        given = sibling_landmarks(uri)
+        lm, lm_src = (given[0], f"file {given[1]}") if given else (None, "")
+        return self.encode(photo, uri, photo_id(uri, root), lm, lm_src), photo

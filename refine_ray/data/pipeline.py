@@ -10,43 +10,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from refine_ray import morphable, storage
+from refine_ray import storage
 from refine_ray.cluster import actor_pool_strategy, ensure_ray
 from refine_ray.data import codec, schema
 from refine_ray.data.augment import assign_split, sample_poses
+from refine_ray.data.fit_model import PreprocessError, load_fit_model
 from refine_ray.data.preview import write_preview
 from refine_ray.data.samples import SampleBuildError, build_samples
 from refine_ray.data.settings import PreprocessSettings, StorageSettings
 from refine_ray.data.shards import ScanOutcome, ShardStore, summarize
 from refine_ray.landmarks import make_provider
-from refine_ray.morphable.fitting import MIN_LANDMARKS
 from refine_ray.scans import discover_scans, read_scan
 from refine_ray.scans.readers import split_name
-
-
-class PreprocessError(RuntimeError):
-    """The job could not run at all (bad input folder, mismatched output); per-scan problems never raise."""
-
-
-def load_fit_model(settings: PreprocessSettings):
-    """The 3DMM named by `settings.model` (any format `morphable.load_model` reads; default: the built-in one),
-    checked to be usable by the landmark fit. Raises PreprocessError with one line naming the file."""
-    if not settings.model:
-        if settings.model_landmarks:
-            raise PreprocessError("model_landmarks needs a model (--model) to apply to")
-        return morphable.default_model()
-    try:
-        model = morphable.load_model(settings.model, landmarks=settings.model_landmarks)
-    except morphable.ModelFormatError as exc:
-        raise PreprocessError(f"model {exc}") from None
-    except Exception as exc:  # a reader library failing on a damaged file: still one line, never a traceback
-        raise PreprocessError(f"model {settings.model}: cannot be read ({type(exc).__name__}: {exc})") from None
-    known = int((model.landmark_index >= 0).sum())
-    if known < MIN_LANDMARKS:
-        raise PreprocessError(
-            f"model {settings.model}: defines only {known} of the 68 iBUG landmark vertices (the fit needs "
-            f"{MIN_LANDMARKS}); pass --model-landmarks <mapping> (a 68-index file or an eos ibug_to_*.txt)")
-    return model
 
 
 def make_landmark_provider(settings: PreprocessSettings):

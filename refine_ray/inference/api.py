@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from refine_ray.data.encoding import Encoding
-from refine_ray.data.photos import decode_photo, read_photo, sibling_landmarks
+from refine_ray.data.photos import decode_photo, PhotoEncoder, PhotoOptions, read_photo, sibling_landmarks
 from refine_ray.data.schema import decode_images, rows_to_table
 from refine_ray.inference.model import encoding_of_checkpoint, Predictor, refiner_from
 from refine_ray.inference.outputs import assemble, OutputWriter, RefinedFace
-from refine_ray.data.coarse_mesh import CoarseMesh, CoarseMeshError
+from refine_ray.data.coarse_mesh import CoarseMesh, CoarseMeshError, colour_from_photo
 from refine_ray.inference.mesh_input import MeshEncoder, MeshOptions
-from refine_ray.inference.photo_input import extras_of, PhotoEncoder, PhotoOptions
+from refine_ray.inference.photo_input import extras_of
 from refine_ray.landmarks import formats
 from refine_ray.scans.frontal import UNITS_MM
 from refine_ray.inference.units import refine_decoded
@@ -81,12 +81,14 @@ class Refiner:
         return self.refine_sample(sample.row, extras_of(sample, photo, source))
 
     def refine_mesh(self, mesh: Any, landmarks_3d: np.ndarray | None = None, photo: Any = None, units: str = "mm",
-                    landmark_index: str | None = None, name: str | None = None) -> RefinedFace:
+                    landmark_index: str | None = None, name: str | None = None,
+                    photo_landmarks: np.ndarray | None = None) -> RefinedFace:
         """Refine a coarse mesh made by another tool: a path/URI (OBJ/PLY/GLB/GLTF; landmark file or
-        <name>.landmark_index.txt beside it) or a trimesh.Trimesh. `landmarks_3d`: (68, 3) iBUG points in the
-        mesh's frame and unit. The refined and coarse meshes come back in the mesh's own frame and unit.
-        `photo` (an (H, W, 3) uint8 image) is kept for the gallery tile; colours come from the mesh's texture
-        or vertex colours. Raises data.coarse_mesh.CoarseMeshError (file, stage, reason)."""
+        <name>.landmark_index.txt beside it, a photo beside it colours it) or a trimesh.Trimesh. `landmarks_3d`:
+        (68, 3) iBUG points in the mesh's frame and unit. The refined and coarse meshes come back in the mesh's
+        own frame and unit. `photo` (a path or an (H, W, 3) uint8 image of the face) colours a mesh without
+        texture or vertex colours — its 68 landmarks `photo_landmarks` (pixels) or else the detector's place it
+        — and shows in the gallery tile. Raises data.coarse_mesh.CoarseMeshError (file, stage, reason)."""
         if units not in UNITS_MM:
             raise ValueError(f"units must be one of {sorted(UNITS_MM)}, got {units!r}")
         encoder = self.mesh_encoder(units, landmark_index)
@@ -112,9 +114,13 @@ class Refiner:
         except formats.LandmarkFormatError as exc:
             raise CoarseMeshError(source, "landmarks", exc.problem) from None
         scan_id = name or (source.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0] if source[0] != "<" else "mesh")
-        row, extra = encoder.encode(coarse, scan_id)
         if photo is not None:
-            extra["photo"] = np.asarray(photo)
+            image = read_photo(photo, self.photo_options.max_pixels) if isinstance(photo, str) else np.asarray(photo)
+            if coarse.texture is None and coarse.colors is None:
+                coarse.photo_uri = photo if isinstance(photo, str) else None
+                colour_from_photo(coarse, image, photo_landmarks, detect=encoder.detect)
+            coarse.photo = coarse.photo if coarse.photo is not None else image
+        row, extra = encoder.encode(coarse, scan_id)
         return self.refine_sample(row, extra)
 
     def mesh_encoder(self, units: str = "mm", landmark_index: str | None = None) -> MeshEncoder:
@@ -123,8 +129,9 @@ class Refiner:
             self._mesh_encoders = {}
         if key not in self._mesh_encoders:
             morphable = self._morphable or (self._photo_encoder.morphable if self._photo_encoder else None)
-            self._mesh_encoders[key] = MeshEncoder(self.encoding, MeshOptions(units=units, landmark_index=landmark_index,
-                                                                              model=self.photo_options.model), morphable)
+            options = MeshOptions(units=units, landmark_index=landmark_index, model=self.photo_options.model,
+                                  photo=self.photo_options.to_dict())
+            self._mesh_encoders[key] = MeshEncoder(self.encoding, options, morphable)
         return self._mesh_encoders[key]
 
     def refine_sample(self, row: dict[str, Any], extra: dict[str, Any] | None = None) -> RefinedFace:

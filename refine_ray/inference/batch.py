@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from refine_ray import storage
 from refine_ray.cluster import actor_pool_strategy, ensure_ray
 from refine_ray.data.encoding import EncodingError
+from refine_ray.data.photos import PhotoOptions
 from refine_ray.data.schema import read_manifest
 from refine_ray.inference.config import RefineConfig
 from refine_ray.inference.inputs import batches_factory, resolve_kind
@@ -30,7 +31,6 @@ from refine_ray.geometry import DceNormalization
 from refine_ray.inference.model import depth_range_mm, encoding_of_checkpoint, normalization_of, Predictor, refiner_from
 from refine_ray.inference.outputs import assemble, OutputWriter
 from refine_ray.inference.mesh_input import MeshOptions
-from refine_ray.inference.photo_input import PhotoOptions
 from refine_ray.inference.report import write_report
 from refine_ray.inference.units import done_units, METRICS_SCHEMA, part_uri, process_unit, Unit, unit_commits
 from refine_ray.test_hooks import read_test_hooks
@@ -168,7 +168,8 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable, kind: Any, en
     raw_inputs = {}
     if plan.raw:
         if plan.kind == "meshes":
-            options = MeshOptions(**cfg.coarse_meshes.model_dump(exclude={"per_unit"}))
+            photo = PhotoOptions(**cfg.photos.model_dump(exclude={"per_unit"})).to_dict()   # photos beside meshes
+            options = MeshOptions(**cfg.coarse_meshes.model_dump(exclude={"per_unit"}), photo=photo)
         else:
             options = PhotoOptions(**cfg.photos.model_dump(exclude={"per_unit"}))
         raw_inputs[plan.kind] = {"encoding": encoding.to_dict(), "options": options.to_dict()}

@@ -25,13 +25,12 @@ from typing import Any, Callable
 from refine_ray import storage
 from refine_ray.data.encoding import (check_shards_match, Encoding, encoding_from_data, EncodingError,
     manifest_encoding)
-from refine_ray.data.photos import discover_photos, LANDMARK_SUFFIXES
+from refine_ray.data.photos import check_detector, discover_photos, LANDMARK_SUFFIXES, PhotoEncoder, PhotoOptions
 from refine_ray.data.schema import read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.inference.mesh_input import (discover_meshes, has_index_files, mesh_batches, MeshEncoder, MeshOptions,
     plan_mesh_units)
-from refine_ray.inference.photo_input import (check_detector, photo_batches, PhotoEncoder, PhotoOptions,
-    plan_photo_units)
+from refine_ray.inference.photo_input import photo_batches, plan_photo_units
 from refine_ray.inference.prepare import prepare_raw_input
 from refine_ray.inference.units import plan_units
 from refine_ray.scans import discover_scans

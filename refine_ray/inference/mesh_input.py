@@ -7,7 +7,7 @@ inference.units; the refined and coarse meshes are written in the INPUT mesh's o
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -16,10 +16,12 @@ import pyarrow as pa
 from refine_ray import storage
 from refine_ray.data.coarse_mesh import (INDEX_SUFFIX, CoarseMesh, CoarseMeshError, EncodedMesh, encode_coarse_mesh,
                                          read_coarse_mesh)
+from refine_ray.data.photos import make_detector, PhotoOptions
 from refine_ray.data.encoding import Encoding
+from refine_ray.data.photos import load_morphable
 from refine_ray.data.schema import SampleError, build_row, sample_id
 from refine_ray.geometry.similarity import Similarity
-from refine_ray.inference.photo_input import load_morphable
+from refine_ray.inference.photo_input import thumbnail
 from refine_ray.inference.units import raw_batches, Unit
 from refine_ray.scans.frontal import UNITS_MM
 
@@ -36,10 +38,11 @@ class MeshOptions:
     landmark_index: str | None = None
     landmark_group: str | None = None
     model: str | None = None           # 3DMM whose mean landmarks define the frame; None = the training data's
+    photo: dict = field(default_factory=dict)   # PhotoOptions: the detector of photos beside the meshes
 
     def to_dict(self) -> dict[str, Any]:
         return dict(units=self.units, landmark_index=self.landmark_index, landmark_group=self.landmark_group,
-                    model=self.model)
+                    model=self.model, photo=dict(self.photo))
 
 
 def discover_meshes(root: str) -> list[str]:
@@ -71,10 +74,17 @@ class MeshEncoder:
         self.morphable = morphable if morphable is not None else load_morphable(model_uri)
         self.reference = self.morphable.landmarks_3d()
         self.norm = encoding.dce_normalization()
+        self._detector = None
+
+    def detect(self, photo: np.ndarray, source: str):
+        """Landmarks of the photo beside a mesh, by the configured detector (created on first use)."""
+        if self._detector is None:
+            self._detector = make_detector(PhotoOptions(**self.options.photo))
+        return self._detector.detect(photo, source)
 
     def read(self, uri: str) -> CoarseMesh:
         o = self.options
-        return read_coarse_mesh(uri, o.units, o.landmark_index, o.landmark_group)
+        return read_coarse_mesh(uri, o.units, o.landmark_index, o.landmark_group, detect=self.detect)
 
     def encode(self, mesh: CoarseMesh, scan_id: str) -> tuple[dict, dict]:
         e = self.encoding
@@ -99,13 +109,22 @@ def _row(enc: EncodedMesh, mesh: CoarseMesh, scan_id: str, e: Encoding) -> dict:
 def extras_of(mesh: CoarseMesh, enc: EncodedMesh) -> dict[str, Any]:
     """The coarse mesh as given (its own frame and unit), the way back to that frame, and a fit record."""
     mm = UNITS_MM[mesh.units]
-    return {"coarse_mesh": (mesh.vertices / mm, mesh.faces, mesh.colors),
-            "to_input": {"similarity": enc.to_camera.inverse().to_dict(), "mm_per_unit": mm},
-            "fit": {"source": mesh.source, "landmarks": mesh.landmark_source, "units": mesh.units,
-                    "to_camera": enc.to_camera.to_dict(),
-                    "frame": f"meshes are in the input mesh's own frame and unit ({mesh.units}); maps are in the "
-                             "model's camera frame (to_camera maps mm of the input frame into it)"},
-            "file": mesh.source}
+    extra = {"coarse_mesh": (mesh.vertices / mm, mesh.faces, mesh.colors),
+             "to_input": {"similarity": enc.to_camera.inverse().to_dict(), "mm_per_unit": mm},
+             "fit": {"source": mesh.source, "landmarks": mesh.landmark_source, "units": mesh.units,
+                     "to_camera": enc.to_camera.to_dict(), "colours": mesh.colour_source,
+                     "frame": f"meshes are in the input mesh's own frame and unit ({mesh.units}); maps are in the "
+                              "model's camera frame (to_camera maps mm of the input frame into it)"},
+             "file": mesh.source}
+    if mesh.photo is not None:
+        extra["photo"] = thumbnail(mesh.photo)
+    if mesh.photo_camera is not None:   # the refined mesh takes the photo's colours through the same camera
+        cam = mesh.photo_camera
+        extra["photo_colours"] = {"photo": mesh.photo, "camera": cam}
+        extra["fit"]["photo_camera"] = {"scale_px_per_mm": cam.scale, "rotation": cam.rotation.tolist(),
+                                        "translation_px": cam.translation.tolist(), "photo": mesh.photo_uri,
+                                        "convention": "(col, -row) = scale * (rotation @ x_mm)[:2] + translation"}
+    return extra
 
 
 def to_input_frame(vertices_camera: np.ndarray, to_input: dict) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import trimesh
 
 from refine_ray import storage
+from refine_ray.data.coarse_mesh import colours_from_photo
 from refine_ray.geometry import DceNormalization, ImageView, depth_to_mesh
 from refine_ray.geometry import maps
 from refine_ray.inference.mesh_input import to_input_frame
@@ -79,7 +80,8 @@ def assemble(row: dict[str, Any], coarse_units: np.ndarray, coarse_mask: np.ndar
     """A RefinedFace from a sample row, its coarse input and refined output (network units).
 
     `extra` (inputs encoded on the fly): "coarse_mesh" (vertices, faces, colours) — the full coarse
-    surface instead of the one read back from the image — "fit" (dict) and "photo" (uint8 RGB)."""
+    surface instead of the one read back from the image — "fit" (dict), "photo" (uint8 RGB), "to_input" (the
+    way back to a foreign mesh's frame) and "photo_colours" (photo and camera that colour such a mesh)."""
     extra = extra or {}
     h, w = refined_units.shape[:2]
     view = sample_view(row, h, w)
@@ -91,7 +93,11 @@ def assemble(row: dict[str, Any], coarse_units: np.ndarray, coarse_mask: np.ndar
         raise ValueError("refined depth gives no triangle (empty footprint)")
     refined = _mesh(v, f, _colours_at(v, view, rgb))
     if "to_input" in extra:   # coarse meshes of other tools: back to the input mesh's own frame and unit
-        refined = _mesh(to_input_frame(v, extra["to_input"]), f, _colours_at(v, view, rgb))
+        v_in = to_input_frame(v, extra["to_input"])
+        by_photo = extra.get("photo_colours")   # coloured from a photo beside it: the photo, through its camera
+        colours = (colours_from_photo(by_photo["photo"], by_photo["camera"], v_in * extra["to_input"]["mm_per_unit"])
+                   if by_photo else _colours_at(v, view, rgb))
+        refined = _mesh(v_in, f, colours)
     if "coarse_mesh" in extra:
         cv, cf, cc = extra["coarse_mesh"]
         coarse = _mesh(cv, cf, cc)

@@ -145,6 +145,7 @@ def read_scan(uri: str, landmark_group: str | None = None, units: str = "mm") ->
             extra["photo_uri"] = photo_uri
         if m.texture is not None:
             extra["texture_files"] = sorted(m.referenced)
+        extra["referenced"] = sorted(m.referenced)   # never a photo of the face, whatever their names
         meta = _folder_metadata(folder).get(base, {})
         return Scan(scan_id=base, subject_id=meta.get("subject_id") or base, dataset=meta.get("dataset") or "mesh",
                     source=uri, vertices=m.vertices * mm, faces=m.faces,
