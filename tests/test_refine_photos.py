@@ -1,5 +1,6 @@
 """Photos in: synthetic faces rendered here with a known pose, landmark files beside them (the test's own
-truth), through the Python API and the batch job (errors, S3, a killed actor, re-runs).
+truth), through the Python API and the batch job (errors, S3, a killed actor, re-runs), and through the
+preprocess job into target-less shards that the refine job then refines.
 
 Tolerances (stated, from the fit's accuracy on landmark files): rotation within 3°, photo scale within
 5%; the residual model's untrained output is its coarse input, so the refined mesh must lie on the
@@ -178,3 +179,70 @@ def test_dlib_detector_finds_the_largest_rendered_face(world):
     err = np.linalg.norm(found.points - truth, axis=1)
     assert found.faces_found == 2 and found.provider == "dlib"
     assert np.mean(err) < 0.3 * iod, (np.mean(err), iod)               # on the large face, not the copy
+
+
+def test_photos_preprocessed_into_shards_then_refined(world, tmp_path, ray_session):
+    """jobs/preprocess.py on a folder of photos writes target-less shards (two photos, two error rows), in the
+    encoding the checkpoint was trained with; jobs/refine.py refines those shards: no error to measure, a gallery."""
+    import yaml
+
+    from refine_ray.cli import preprocess as preprocess_cli
+    from refine_ray.data.schema import decode_images, read_manifest
+
+    folder = tmp_path / "photos"
+    _folder(world, folder)
+    ds = str(tmp_path / "ds")
+    config = tmp_path / "photos.yaml"   # the checkpoint's encoding (refine_support.encoding_record)
+    config.write_text(yaml.safe_dump({"image_size": 32, "scale_px_per_mm": 0.16, "textured": True,
+                                      "normalization": rf.NORMALIZATION, "model": world["model"],
+                                      "landmarks": "dlib", "max_error_fraction": 0.6, "num_workers": 1}))
+    assert preprocess_cli.main(["--config", str(config), "--input", str(folder), "--output", ds]) == 0
+    manifest = read_manifest(ds)
+    assert manifest["inputs"]["kind"] == "photos" and manifest["ground_truth"] is False
+    assert manifest["counts"]["samples"] == {"train": 0, "test": 2}
+    errors = rf.read_parquet(storage.join(ds, "errors.parquet")).to_pylist()
+    assert {e["file"].rsplit("/", 1)[-1]: e["stage"] for e in errors} == {"broken.jpg": "read", "blank.png": "landmarks"}
+    assert any("no face" in e["reason"] for e in errors)                            # the detector looked
+    shard = rf.read_parquet(storage.join(ds, "test"))
+    assert sorted(shard.column("sample_id").to_pylist()) == ["photo/p0/p0", "photo/sub_p1/p0"]
+    imgs = decode_images(shard)
+    assert imgs["input"].shape[1:] == (32, 32, 6) and not imgs["target_mask"].any()   # no ground truth
+    truth = {"photo/p0/p0": world["faces"][1], "photo/sub_p1/p0": world["faces"][2]}
+    for row in shard.select(["sample_id", "yaw", "pitch", "roll"]).to_pylist():        # the fitted pose
+        fitted = rotation_from_angles(row["yaw"], row["pitch"], row["roll"])
+        assert _angle_deg(fitted, truth[row["sample_id"]]["rotation"]) < 3.0
+
+    out = str(tmp_path / "refined")
+    result = run_refine(RefineConfig(checkpoint=world["checkpoint"], input=ds, output=out, batch_size=2,
+                                     num_actors=1, cpus_per_actor=0.5))
+    assert result.kind == "shards" and result.samples_refined == 2 and result.warnings == []   # encodings match
+    metrics = rf.read_parquet(storage.join(out, "metrics.parquet")).to_pylist()
+    assert [m["has_target"] for m in metrics] == [False, False]
+    summary = json.loads(storage.read_text(storage.join(out, "report", "summary.json")))
+    assert summary["gallery"]["shown"] == 2
+    import trimesh
+
+    for name in ("photo_p0_p0", "photo_sub_p1_p0"):   # the residual model gives back its input: refined on coarse
+        refined = trimesh.load(storage.join(out, f"meshes/{name}.refined.ply"), process=False)
+        coarse = trimesh.load(storage.join(out, f"meshes/{name}.coarse.ply"), process=False)
+        d, _ = cKDTree(coarse.vertices).query(refined.vertices)
+        assert len(d) > 50 and np.median(d) < 1.0, np.median(d)
+
+
+def test_photos_preprocessed_from_s3(world, s3_bucket):
+    from refine_ray.data.pipeline import run_preprocess
+    from refine_ray.data.settings import PreprocessSettings
+
+    _folder(world, f"{s3_bucket}/photos")
+    out = f"{s3_bucket}/ds"
+    settings = PreprocessSettings(input=f"{s3_bucket}/photos", output=out, image_size=32, scale_px_per_mm=0.16,
+                                  normalization=rf.NORMALIZATION, model=world["model"], local=True)
+    summary = run_preprocess(settings, log=lambda _: None)
+    assert summary["scans_ok"] == 2 and summary["samples"] == {"train": 0, "test": 2}
+    again = run_preprocess(settings, log=lambda _: None)                          # a re-run: nothing twice
+    assert again["this_run_scans"] == 0 and again["samples"] == {"train": 0, "test": 2}
+    errors = rf.read_parquet(storage.join(out, "errors.parquet")).to_pylist()
+    # landmarks "file": the blank photo has no landmark file beside it
+    assert {e["file"].rsplit("/", 1)[-1]: e["stage"] for e in errors} == {"broken.jpg": "read", "blank.png": "landmarks"}
+    ids = sorted(rf.read_parquet(storage.join(out, "test")).column("sample_id").to_pylist())
+    assert ids == ["photo/p0/p0", "photo/sub_p1/p0"]

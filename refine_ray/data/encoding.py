@@ -103,6 +103,16 @@ def encoding_from_data(data: dict[str, Any], source: str) -> Encoding:
         raise EncodingError(f"{source}: incomplete input-encoding record ({type(exc).__name__}: {exc})") from None
 
 
+def settings_encoding(settings) -> Encoding:
+    """The encoding preprocessing settings (data.settings.PreprocessSettings) write: how their photo samples
+    are encoded (the same as their scan samples)."""
+    config = settings.public_dict()
+    return Encoding(image_size=int(settings.image_size), scale_px_per_mm=float(settings.scale_px_per_mm),
+                    translation_px=tuple(float(v) for v in settings.translation_px), textured=bool(settings.textured),
+                    normalization=settings.dce_normalization().to_dict(),
+                    preprocess={k: v for k, v in config.items() if k not in NOT_CARRIED}, source="preprocess settings")
+
+
 def checkpoint_encoding(state: dict[str, Any], source: str) -> Encoding:
     """The encoding of a loaded checkpoint state: its "data" record, else its training dataset's manifest."""
     if isinstance(state.get("data"), dict):

@@ -229,6 +229,23 @@ def check_detector(options: PhotoOptions) -> str | None:
     return None
 
 
+def has_landmark_file(uri: str) -> bool:
+    return any(storage.exists(str(uri).rsplit(".", 1)[0] + s) for s in LANDMARK_SUFFIXES)
+
+
+def detector_problem(photos: list[str], options: PhotoOptions) -> str | None:
+    """Why these photos cannot be encoded here: some have no landmark file beside them and the configured
+    detector cannot run on this machine (check_detector); None when they can. Asked before any work starts."""
+    problem = check_detector(options)
+    if not problem:
+        return None
+    bare = [u for u in photos if not has_landmark_file(u)]
+    if not bare:
+        return None
+    return (f"{len(bare)} photo(s) without a landmark file (e.g. {bare[0]}) need the '{options.landmarks}' "
+            f"detector, which cannot run here: {problem}")
+
+
 def load_morphable(uri: str | None):
     """The 3DMM, loaded as the preprocessing job loads it (so photos are fitted like the training data)."""
 
@@ -242,12 +259,12 @@ def sample_id_of(scan_id: str) -> str:
 class PhotoEncoder:
     """Photo (array or URI) → PhotoSample in the model's encoding; the detector is created on first use."""
 
-    def __init__(self, encoding: Encoding, options: PhotoOptions | None = None, morphable=None):
+    def __init__(self, encoding: Encoding, options: PhotoOptions | None = None, morphable=None, detector=None):
         self.encoding = encoding
         self.options = options or PhotoOptions()
         model_uri = self.options.model if self.options.model is not None else encoding.preprocess.get("model")
         self.morphable = morphable if morphable is not None else load_morphable(model_uri)
-        self._detector = None
+        self._detector = detector
 
     @property
     def detector(self):

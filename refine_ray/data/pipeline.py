@@ -1,5 +1,8 @@
 """The preprocessing job: scan URIs streamed through Ray Data, one scan per row, batches of scans
-committed as shards by a pool of actors (each holds the 3DMM and landmark provider once)."""
+committed as shards by a pool of actors (each holds the 3DMM and landmark provider once).
+
+A folder of face photos goes the same way (input_kind photos): each photo becomes one target-less test
+sample through data.photos.PhotoEncoder, the step jobs/refine.py encodes photos with."""
 from __future__ import annotations
 
 import math
@@ -14,7 +17,10 @@ from refine_ray import storage
 from refine_ray.cluster import actor_pool_strategy, ensure_ray
 from refine_ray.data import codec, schema
 from refine_ray.data.augment import assign_split, sample_poses
+from refine_ray.data.encoding import settings_encoding
 from refine_ray.data.fit_model import PreprocessError, load_fit_model
+from refine_ray.data.photos import (detector_problem, discover_photos, make_detector, PhotoEncoder, PhotoOptions,
+                                    photo_id)
 from refine_ray.data.preview import write_preview
 from refine_ray.data.samples import SampleBuildError, build_samples
 from refine_ray.data.settings import PreprocessSettings, StorageSettings
@@ -25,7 +31,10 @@ from refine_ray.scans.readers import split_name
 
 
 def make_landmark_provider(settings: PreprocessSettings):
-    """The 2D landmark source named by `settings.landmarks` ('file', 'face_alignment')."""
+    """The 2D landmark source named by `settings.landmarks` ('file', 'face_alignment', 'dlib'); for photos
+    the detector as jobs/refine.py configures it (whole photos, not face crops)."""
+    if settings.input_kind == "photos":
+        return make_detector(photo_options(settings))
     return make_provider(settings.landmarks)
 
 
@@ -51,6 +60,29 @@ def process_scan(uri: str, settings: PreprocessSettings, model, provider, norm) 
                                seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0)
 
 
+def photo_options(settings: PreprocessSettings) -> PhotoOptions:
+    """The photo settings of a preprocessing run: its landmark provider is the detector of photos without a
+    landmark file beside them ('file': such a photo is an error row)."""
+    return PhotoOptions(landmarks=settings.landmarks, model=settings.model)
+
+
+def process_photo(uri: str, settings: PreprocessSettings, encoder: PhotoEncoder) -> tuple[list[dict], ScanOutcome]:
+    """One photo → one target-less test sample (pose 0); every failure becomes a `failed` outcome."""
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def outcome(**kw) -> ScanOutcome:
+        return ScanOutcome(uri, seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0, **kw)
+
+    try:
+        sample, _ = encoder.encode_uri(uri, settings.input)
+    except SampleBuildError as exc:
+        return [], outcome(status="failed", stage=exc.stage, reason=exc.reason)
+    except Exception as exc:  # a bug or an unforeseen input: still recorded, never silent
+        return [], outcome(status="failed", stage="unknown", reason=f"{type(exc).__name__}: {exc}")
+    row = sample.row
+    return [row], outcome(status="ok", samples=1, split=row["split"], subject_id=row["subject_id"])
+
+
 def process_batch(uris: list[str], settings: PreprocessSettings, model, provider, norm, store: ShardStore) -> list[ScanOutcome]:
     """Process a batch of scans one at a time and commit them as shards + one ledger entry.
 
@@ -62,9 +94,14 @@ def process_batch(uris: list[str], settings: PreprocessSettings, model, provider
 
     rows: list[dict] = []
     outcomes = []
+    if settings.input_kind == "photos":
+        encoder = PhotoEncoder(settings_encoding(settings), photo_options(settings), model, detector=provider)
+        process = lambda uri: process_photo(uri, settings, encoder)  # noqa: E731
+    else:
+        process = lambda uri: process_scan(uri, settings, model, provider, norm)  # noqa: E731
     with threadpool_limits(limits=1, user_api="blas"):
         for uri in uris:
-            r, o = process_scan(uri, settings, model, provider, norm)
+            r, o = process(uri)
             rows.extend(r)
             outcomes.append(o)
         store.commit_batch(uris, rows, outcomes, settings.fingerprint())
@@ -103,23 +140,37 @@ def _log(msg: str) -> None:
     print(f"[preprocess] {msg}", file=sys.stderr, flush=True)
 
 
-def discover(settings: PreprocessSettings) -> list[str]:
+def input_kind(settings: PreprocessSettings) -> str:
+    """'scans' or 'photos': as asked, or (auto) scans when the input holds any, else photos."""
+    if settings.input_kind != "auto":
+        return settings.input_kind
     try:
-        uris = discover_scans(settings.input)
+        return "scans" if discover_scans(settings.input) or not discover_photos(settings.input) else "photos"
+    except FileNotFoundError as exc:
+        raise PreprocessError(str(exc)) from exc
+
+
+def discover(settings: PreprocessSettings) -> list[str]:
+    """The inputs of the run's kind (settings.input_kind resolved: scans or photos), sorted."""
+    photos = settings.input_kind == "photos"
+    try:
+        uris = discover_photos(settings.input) if photos else discover_scans(settings.input)
     except FileNotFoundError as exc:
         raise PreprocessError(str(exc)) from exc
     if settings.limit:
         uris = uris[: settings.limit]
     if not uris:
-        raise PreprocessError(f"{settings.input}: no scans found (.abs, .abs.gz, .bnt, .obj, .ply, .wrl)")
+        raise PreprocessError(f"{settings.input}: no " + ("photos found (.jpg, .jpeg, .png)" if photos else
+                              "scans found (.abs, .abs.gz, .bnt, .obj, .ply, .wrl) and no photos (.jpg, .jpeg, .png)"))
     return uris
 
 
-def _duplicate_ids(uris: list[str]) -> list[str]:
-    """URIs whose scan name (file name without the scan suffix) already appeared earlier in the sorted list."""
+def _duplicate_ids(uris: list[str], settings: PreprocessSettings) -> list[str]:
+    """URIs whose sample name (a scan's file name without its suffix; a photo's path below the input)
+    already appeared earlier in the sorted list."""
     seen, dup = set(), []
     for u in uris:
-        base = split_name(u)[1]
+        base = photo_id(u, settings.input) if settings.input_kind == "photos" else split_name(u)[1]
         if base in seen:
             dup.append(u)
         seen.add(base)
@@ -137,7 +188,12 @@ def run_preprocess(settings: PreprocessSettings, use_ray: bool = True, log: Call
     if any([settings.storage.endpoint_url, settings.storage.region, settings.storage.access_key_id]):
         storage.StorageOptions(settings.storage.endpoint_url, settings.storage.region,
                                settings.storage.access_key_id, settings.storage.secret_access_key).apply_to_env()
+    settings = settings.model_copy(update={"input_kind": input_kind(settings)})   # workers need not look again
     uris = discover(settings)
+    if settings.input_kind == "photos":
+        problem = detector_problem(uris, photo_options(settings))
+        if problem:
+            raise PreprocessError(problem)
     with storage.OutputClaim(settings.output, log=log):   # a killed run's workers stop first
         return _run_claimed(settings, uris, use_ray, log)
 
@@ -189,7 +245,7 @@ def _resume(store: ShardStore, settings: PreprocessSettings, uris: list[str], lo
     refused = [(u, storage.name_problem(u)) for u in uris if u not in done and storage.name_problem(u)]
     usable = [u for u in uris if not storage.name_problem(u)]
     refused += [(u, "another file with the same scan name was found first; scan names must be unique")
-                for u in _duplicate_ids(usable) if u not in done]
+                for u in _duplicate_ids(usable, settings) if u not in done]
     if refused:  # unusable names, or one scan id twice (two samples, one sample_id): record, never process
         store.commit_batch([u for u, _ in refused], [],
                            [ScanOutcome(u, "failed", stage="discover", reason=why) for u, why in refused],
@@ -233,7 +289,8 @@ def _write_manifest(settings: PreprocessSettings, store: ShardStore, entries: li
         "counts": counts,
         "config": settings.public_dict(),
         "fingerprint": settings.fingerprint(),
-        "inputs": {"root": settings.input, "scans": [storage.printable(u) for u in uris]},
+        "inputs": {"root": settings.input, "kind": settings.input_kind, "scans": [storage.printable(u) for u in uris]},
+        "ground_truth": settings.input_kind != "photos",
         "shards": {sp: [s["path"] for e in entries for s in e.shards if s["split"] == sp] for sp in schema.SPLITS},
         "errors": "errors.parquet",
     })

@@ -33,7 +33,11 @@ class StorageSettings(StrictModel):
 
 
 class PreprocessSettings(StrictModel):
-    input: str | None = Field(None, description="folder or s3:// prefix with FRGC (.abs), Bosphorus (.bnt) or mesh scans")
+    input: str | None = Field(None, description="folder or s3:// prefix with FRGC (.abs), Bosphorus (.bnt) or mesh scans, "
+                                                "or face photos (.jpg/.jpeg/.png: samples without ground truth)")
+    input_kind: Literal["auto", "scans", "photos"] = Field(
+        "auto", description="what --input holds (auto: scans, else photos); photos become target-less test samples "
+                            "of their original pose, for jobs/refine.py")
     output: str | None = Field(None, description="dataset folder or s3:// prefix: train/, test/, errors.parquet, manifest.json")
     model: str | None = Field(None, description="morphable model: .npz, BFM 2017 .h5, BFM 2009 .mat, eos .bin or an "
                                                 "ICT-FaceKit folder, loaded and checked before anything runs; default: "
@@ -109,7 +113,7 @@ class PreprocessSettings(StrictModel):
     def fingerprint(self) -> str:
         """Hash of every setting that changes sample content; a resumed run must match it."""
         data = self.model_dump(mode="json")
-        for key in ("input", "output", "max_error_fraction", "preview", "num_workers", "min_workers", "limit", "local", "storage",
+        for key in ("input", "input_kind", "output", "max_error_fraction", "preview", "num_workers", "min_workers", "limit", "local", "storage",
                     "scans_per_shard", "compression"):
             data.pop(key, None)
         if data.get("encoding") == "float32":

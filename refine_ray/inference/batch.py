@@ -164,7 +164,7 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable, kind: Any, en
         log.warning("%s", warning)
         print(f"warning: {warning}", file=sys.stderr)
     units, plan_errors = plan.units, plan.errors
-    meshes = cfg.meshes if cfg.meshes is not None else plan.raw
+    meshes = cfg.meshes if cfg.meshes is not None else (plan.raw or plan.gallery)
     raw_inputs = {}
     if plan.raw:
         if plan.kind == "meshes":

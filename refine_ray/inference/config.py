@@ -71,7 +71,7 @@ class RefineConfig(StrictModel):
     cpus_per_actor: float = Field(default=1.0, gt=0, description="CPUs reserved per actor")
     meshes: bool | None = Field(default=None, description=(
         "write meshes, 16-bit depth/normal maps, fit JSON and gallery tiles per sample (default: on for photos, "
-        "off for shards and scans)"))
+        "coarse meshes and shards without ground truth (the preprocess job's photo output), off for the others)"))
     mesh_format: Literal["ply", "obj"] = Field("ply", description="mesh file format")
     precision: str = Field(default="fp32", description="fp32 or bf16 (bf16 only on GPU)")
     channels_last: bool = Field(False, description="NHWC memory format (faster convolutions on GPU)")

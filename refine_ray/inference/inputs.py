@@ -25,7 +25,7 @@ from typing import Any, Callable
 from refine_ray import storage
 from refine_ray.data.encoding import (check_shards_match, Encoding, encoding_from_data, EncodingError,
     manifest_encoding)
-from refine_ray.data.photos import check_detector, discover_photos, LANDMARK_SUFFIXES, PhotoEncoder, PhotoOptions
+from refine_ray.data.photos import detector_problem, discover_photos, PhotoEncoder, PhotoOptions
 from refine_ray.data.schema import read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.inference.mesh_input import (discover_meshes, has_index_files, mesh_batches, MeshEncoder, MeshOptions,
@@ -49,6 +49,7 @@ class Plan:
     split: str | None = None
     raw: bool = False                       # units are raw inputs encoded on the fly (batches factory)
     warnings: list[str] = field(default_factory=list)
+    gallery: bool = False                   # inputs without ground truth: per-sample files (meshes, gallery) by default
 
 
 class InputKind:
@@ -76,7 +77,7 @@ class ShardsInput(InputKind):
             raise FileNotFoundError(f"{cfg.input}: no sample shards" + (f" of split {cfg.split}" if cfg.split else ""))
         units, errors = plan_units(files)
         errors = manifest_errors + errors
-        norm, warnings = None, []
+        norm, warnings, gallery = None, [], False
         if not str(cfg.input).endswith(".parquet"):
             try:
                 manifest = read_manifest(cfg.input)
@@ -84,6 +85,7 @@ class ShardsInput(InputKind):
                 manifest = None
             if manifest is not None:
                 norm = DceNormalization.from_dict(manifest["normalization"]) if manifest.get("normalization") else None
+                gallery = manifest.get("ground_truth") is False   # e.g. photos preprocessed into shards
                 if encoding is not None:
                     try:
                         diffs = check_shards_match(encoding, manifest_encoding(manifest, cfg.input))
@@ -92,7 +94,7 @@ class ShardsInput(InputKind):
                     if diffs:
                         warnings.append(f"{cfg.input}: the shards are not encoded like the model's training data "
                                         f"({'; '.join(diffs)}); refined faces may be worse than the coarse ones")
-        return Plan(self.name, units, errors, norm, cfg.split, warnings=warnings)
+        return Plan(self.name, units, errors, norm, cfg.split, warnings=warnings, gallery=gallery)
 
 
 class ScansInput(InputKind):
@@ -161,13 +163,10 @@ class PhotosInput(InputKind):
         units, errors = plan_photo_units(cfg.input, cfg.photos.per_unit)
         if not units and not errors:
             raise FileNotFoundError(f"{cfg.input}: no photos (.jpg, .jpeg, .png)")
-        problem = check_detector(PhotoOptions(**cfg.photos.model_dump(exclude={"per_unit"})))
-        if problem:   # fatal only when some photo has no landmark file beside it
-            photos = [u for unit in units for u in unit.items]
-            bare = [u for u in photos if not any(storage.exists(u.rsplit(".", 1)[0] + s) for s in LANDMARK_SUFFIXES)]
-            if bare:
-                raise ValueError(f"{len(bare)} photo(s) without a landmark file (e.g. {bare[0]}) need the "
-                                    f"'{cfg.photos.landmarks}' detector, which cannot run here: {problem}")
+        problem = detector_problem([u for unit in units for u in unit.items],
+                                   PhotoOptions(**cfg.photos.model_dump(exclude={"per_unit"})))
+        if problem:
+            raise ValueError(problem)
         return Plan(self.name, units, errors, encoding.dce_normalization(), None, raw=True)
 
 
