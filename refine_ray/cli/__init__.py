@@ -14,6 +14,7 @@ Exit status, the same for every job:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 import types
@@ -136,6 +137,7 @@ def run_job(body: Callable[[], int]) -> int:
     try:
         return int(body())
     except (CannotRun, ConfigError, FileNotFoundError, ValueError) as exc:
+        logging.getLogger("refine_ray").debug("where the job stopped", exc_info=True)   # --log-level debug
         error(exc)
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
