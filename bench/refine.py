@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    p.add_argument("--actors", type=int, default=1,
+                   help="Ray Data actors sharing this process's torch threads as CPUs (CPU: one per core "
+                        "runs the model single-threaded in each, as a CPU node would; the plain loop keeps all threads)")
     p.add_argument("--photos", type=int, default=0, help="benchmark the photo path on this many photos instead")
     p.add_argument("--job", action="store_true", help="with --photos: also run them through jobs/refine.py's pipeline")
     args = p.parse_args(argv)
@@ -227,13 +230,14 @@ def measure(args, size: int) -> dict:
 
         cfg = RefineConfig(checkpoint=ck, input=data, output=os.path.join(work, "ray"), split="test",
                            batch_size=args.batch_size, gpu=args.gpu, precision=precision,
-                           channels_last=args.channels_last, num_actors=1,
-                           cpus_per_actor=float(torch.get_num_threads()) if not args.gpu else 1.0)
+                           channels_last=args.channels_last, num_actors=args.actors,
+                           cpus_per_actor=float(torch.get_num_threads()) / args.actors if not args.gpu else 1.0)
         cfg.report.enabled = False
         t0 = time.perf_counter()
         res = run_refine(cfg)
         rd = res.samples_refined / (time.perf_counter() - t0)
-        print(f"Ray Data actor pool (1 actor):     {rd:9.1f} img/s  ({res.samples_refined} images, incl. actor start)")
+        print(f"Ray Data actor pool ({args.actors} actor{'s' if args.actors > 1 else ''}):    {rd:9.1f} img/s  "
+              f"({res.samples_refined} images, incl. actor start)")
         steady = steady_rate(os.path.join(work, "ray"))
         print(f"ratio Ray Data / plain loop:       {rd / plain:9.2f}  (goal >= 1.0)")
         if steady is not None:

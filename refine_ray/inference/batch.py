@@ -55,6 +55,17 @@ class RefineResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _threads_for_reserved_cpus() -> None:
+    """torch's threads = the CPUs Ray reserved for this actor (at least 1). Otherwise they follow the node's
+    OMP_NUM_THREADS or core count, and several actors on one node run more threads than it has cores."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        torch.set_num_threads(max(1, int(round(cpus))))
+
+
 class UnitRefiner:
     """Ray Data callable class: one model per actor, loaded once; each call refines whole units."""
 
@@ -65,6 +76,8 @@ class UnitRefiner:
         if credentials:
             credentials.apply()   # before the checkpoint is read: it may be on the object store
         storage.join_output(output)   # held until this actor's process ends
+        if device == "cpu":
+            _threads_for_reserved_cpus()
         refiner = refiner_from(checkpoint)
         self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
         norm = normalization if normalization is not None else normalization_of(refiner)
