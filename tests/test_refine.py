@@ -230,3 +230,23 @@ def test_raw_scans_are_preprocessed_on_the_fly(tmp_path, ray_session):
     assert {r["pose"] for r in m} == {0}
     assert all(r["has_target"] and np.isfinite(r["mae_mm_coarse"]) for r in m)
     assert (out / "prepared" / "manifest.json").exists()
+
+
+def test_a_cpu_actor_runs_as_many_torch_threads_as_the_cpus_it_reserved(ray_session):
+    """The node says 2 threads (OMP_NUM_THREADS); an actor that reserved 1 CPU must not run 2."""
+    import ray
+
+    from refine_ray.inference import batch
+
+    @ray.remote(num_cpus=1, runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}})
+    class Probe:
+        def threads(self) -> tuple[int, int]:
+            import torch
+
+            before = torch.get_num_threads()
+            batch._threads_for_reserved_cpus()
+            return before, torch.get_num_threads()
+
+    probe = Probe.remote()
+    assert ray.get(probe.threads.remote()) == (2, 1)
+    ray.kill(probe)
