@@ -24,6 +24,18 @@ def ensure_ray(**overrides: Any) -> None:
     ray.init(**{**options, **overrides})
 
 
+def torch_threads_for_reserved_cpus() -> None:
+    """In a Ray actor or task: torch's threads = the CPUs Ray reserved for it (at least 1). Otherwise they
+    follow the node's OMP_NUM_THREADS or core count, and several actors on one node run more threads than
+    it has cores."""
+    import ray
+    import torch
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    if cpus:
+        torch.set_num_threads(max(1, int(round(cpus))))
+
+
 def actor_pool(least: int, most: int | None, work_items: int) -> int | tuple[int, int]:
     """Ray Data's `concurrency` for an actor pool that scales between `least` and `most` actors.
 

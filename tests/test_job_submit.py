@@ -194,7 +194,7 @@ class TwoNodeRay:
                                  f"\n{out.stderr[-3000:]}")
         return out
 
-    def list(self, resource: str, *filters: str) -> list[dict]:
+    def list_state(self, resource: str, *filters: str) -> list[dict]:
         """`ray list <resource>` through the state API ("No resource in the cluster" is an empty list)."""
         args = [a for f in filters for a in ("--filter", f)]
         out = self.ray("list", resource, "--address", self.address, "--format", "json", "--limit", "10000", *args,
@@ -202,7 +202,7 @@ class TwoNodeRay:
         return json.loads(out.stdout) if out.returncode == 0 and out.stdout.lstrip().startswith("[") else []
 
     def nodes(self) -> list[dict]:
-        return self.list("nodes")
+        return self.list_state("nodes")
 
     def _wait_for_nodes(self, n: int, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
@@ -373,7 +373,7 @@ def test_the_documented_jobs_through_ray_job_submit_on_two_nodes(store, tmp_path
                        "--checkpoint-every", "2", "--log-every", "1", "--val-samples", "1", "--grid-samples", "1",
                        "--num-workers", "2", "--cpus-per-worker", "2")
         cluster.wait(["train"])
-        train_nodes = {a["node_id"] for a in cluster.list("actors", "class_name=RayTrainWorker")}
+        train_nodes = {a["node_id"] for a in cluster.list_state("actors", "class_name=RayTrainWorker")}
         cluster.submit("refine", env_vars, "jobs/refine.py", "--checkpoint", f"{b}/runs/tiny",
                        "--input", f"{b}/data", "--output", f"{b}/refined", "--num-actors", "2",
                        "--cpus-per-actor", "1", "--meshes")

@@ -232,11 +232,13 @@ def test_raw_scans_are_preprocessed_on_the_fly(tmp_path, ray_session):
     assert (out / "prepared" / "manifest.json").exists()
 
 
-def test_a_cpu_actor_runs_as_many_torch_threads_as_the_cpus_it_reserved(ray_session):
-    """The node says 2 threads (OMP_NUM_THREADS); an actor that reserved 1 CPU must not run 2."""
+def test_a_cpu_actor_runs_as_many_torch_threads_as_the_cpus_it_reserved(ray_session, tmp_path):
+    """The node says 2 threads (OMP_NUM_THREADS); a refine actor that reserved 1 CPU must not run 2."""
     import ray
 
-    from refine_ray.inference import batch
+    from refine_ray.inference.batch import UnitRefiner
+
+    checkpoint = rf.tiny_model_and_checkpoint(tmp_path)["checkpoint"]
 
     @ray.remote(num_cpus=1, runtime_env={"env_vars": {"OMP_NUM_THREADS": "2"}})
     class Probe:
@@ -244,7 +246,9 @@ def test_a_cpu_actor_runs_as_many_torch_threads_as_the_cpus_it_reserved(ray_sess
             import torch
 
             before = torch.get_num_threads()
-            batch._threads_for_reserved_cpus()
+            UnitRefiner(checkpoint, device="cpu", precision="fp32", channels_last=False, normalization=None,
+                        output=str(tmp_path / "out"), batch_size=2, split="test", meshes=False,
+                        kill_once_marker=None)
             return before, torch.get_num_threads()
 
     probe = Probe.remote()

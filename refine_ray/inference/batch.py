@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from refine_ray import storage
-from refine_ray.cluster import actor_pool_strategy, ensure_ray
+from refine_ray.cluster import actor_pool_strategy, ensure_ray, torch_threads_for_reserved_cpus
 from refine_ray.data.encoding import EncodingError
 from refine_ray.data.photos import PhotoOptions
 from refine_ray.data.schema import read_manifest
@@ -55,17 +55,6 @@ class RefineResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _threads_for_reserved_cpus() -> None:
-    """torch's threads = the CPUs Ray reserved for this actor (at least 1). Otherwise they follow the node's
-    OMP_NUM_THREADS or core count, and several actors on one node run more threads than it has cores."""
-    import ray
-    import torch
-
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-    if cpus:
-        torch.set_num_threads(max(1, int(round(cpus))))
-
-
 class UnitRefiner:
     """Ray Data callable class: one model per actor, loaded once; each call refines whole units."""
 
@@ -77,7 +66,7 @@ class UnitRefiner:
             credentials.apply()   # before the checkpoint is read: it may be on the object store
         storage.join_output(output)   # held until this actor's process ends
         if device == "cpu":
-            _threads_for_reserved_cpus()
+            torch_threads_for_reserved_cpus()
         refiner = refiner_from(checkpoint)
         self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
         norm = normalization if normalization is not None else normalization_of(refiner)
