@@ -177,11 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actors", type=int, default=1,
                    help="Ray Data actors sharing this process's torch threads as CPUs (CPU: one per core "
                         "runs the model single-threaded in each, as a CPU node would; the plain loop keeps all threads)")
+    p.add_argument("--forward-batch", type=int, default=0,
+                   help="images per forward pass (0: the refine job's default, refine_ray.inference.model.forward_batch_for)")
+    p.add_argument("--forward-sweep", type=int, nargs="+", default=None, metavar="N",
+                   help="instead: the bare generator forward img/s of a --batch-size batch run N images per pass, per size")
     p.add_argument("--photos", type=int, default=0, help="benchmark the photo path on this many photos instead")
     p.add_argument("--job", action="store_true", help="with --photos: also run them through jobs/refine.py's pipeline")
     args = p.parse_args(argv)
     if args.photos:
         return photo_bench(args)
+    if args.forward_sweep:
+        return forward_sweep(args)
 
     import ray
 
@@ -193,6 +199,40 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsize  forward  plain  Ray Data  ratio  (img/s; ratio = Ray Data end to end / plain loop, goal >= 1.0)")
     for r in rows:
         print(f"{r['size']:>4}² {r['forward']:8.1f} {r['plain']:6.1f} {r['ray']:9.1f} {r['ratio']:6.2f}")
+    return 0
+
+
+def forward_rate(pred: Predictor, x: np.ndarray, seconds: float, gpu: bool) -> float:
+    """img/s of the bare generator forward over `x`, repeated for `seconds` after one warm-up call."""
+    pred(x)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        pred(x)
+        n += len(x)
+    if gpu:
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def forward_sweep(args) -> int:
+    """Bare forward img/s of a --batch-size batch at each size, run `N` images per pass for each N of --forward-sweep."""
+    device = "cuda" if args.gpu else "cpu"
+    precision = "bf16" if args.bf16 else "fp32"
+    work = tempfile.mkdtemp(prefix="bench-forward-")
+    try:
+        print(f"device={device} precision={precision} batch={args.batch_size} max_channels={args.max_channels} "
+              f"torch_threads={torch.get_num_threads()}")
+        print("size  " + "  ".join(f"{n:>6}/pass" for n in args.forward_sweep) + "   (img/s)")
+        for size in args.sizes:
+            ck = os.path.join(work, f"ck{size}.pt")
+            make_checkpoint(ck, size, args.max_channels)
+            refiner = load_refiner(ck)
+            x = np.random.default_rng(0).uniform(-1, 1, (args.batch_size, size, size, 3)).astype(np.float32)
+            rates = [forward_rate(Predictor(refiner, device=device, precision=precision, channels_last=args.channels_last,
+                                            forward_batch=n), x, 5.0, args.gpu) for n in args.forward_sweep]
+            print(f"{size:>4}² " + "  ".join(f"{r:11.1f}" for r in rates), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
@@ -208,16 +248,10 @@ def measure(args, size: int) -> dict:
               f"size={size}² batch={args.batch_size} torch_threads={torch.get_num_threads()}")
 
         refiner = load_refiner(ck)
-        pred = Predictor(refiner, device=device, precision=precision, channels_last=args.channels_last)
+        pred = Predictor(refiner, device=device, precision=precision, channels_last=args.channels_last,
+                         forward_batch=args.forward_batch)
         x = np.random.default_rng(0).uniform(-1, 1, (args.batch_size, size, size, 3)).astype(np.float32)
-        pred(x)  # warm-up
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 5.0:
-            pred(x)
-            n += args.batch_size
-        if args.gpu:
-            torch.cuda.synchronize()
-        fwd = n / (time.perf_counter() - t0)
+        fwd = forward_rate(pred, x, 5.0, args.gpu)
         print(f"generator forward only:            {fwd:9.1f} img/s")
 
         units, _ = plan_units(find_input_shards(data, "test")[0])
@@ -230,7 +264,7 @@ def measure(args, size: int) -> dict:
 
         cfg = RefineConfig(checkpoint=ck, input=data, output=os.path.join(work, "ray"), split="test",
                            batch_size=args.batch_size, gpu=args.gpu, precision=precision,
-                           channels_last=args.channels_last, num_actors=args.actors,
+                           channels_last=args.channels_last, num_actors=args.actors, forward_batch=args.forward_batch,
                            cpus_per_actor=float(torch.get_num_threads()) / args.actors if not args.gpu else 1.0)
         cfg.report.enabled = False
         t0 = time.perf_counter()

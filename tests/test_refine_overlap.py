@@ -85,3 +85,34 @@ def test_overlapped_unit_writes_what_the_plain_loop_writes(tmp_path):
     ids = pq.read_table(glob.glob(os.path.join(tmp_path, "out-True", "refined", "*.parquet"))[0]).column("sample_id")
     assert sorted(ids.to_pylist()) == sorted(truth)     # every sample once, in 4 batches of ≤ 2
     assert not glob.glob(os.path.join(tmp_path, "out-True", "**", ".tmp-*"), recursive=True)
+
+
+class _CountingShift(rf.ShiftRefiner):
+    """ShiftRefiner that records how many images each forward pass saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.passes: list[int] = []
+
+    def forward(self, x):
+        self.passes.append(int(x.shape[0]))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("requested, size, expected_passes", [
+    (3, 16, [3, 3, 3, 1]),     # asked for: 10 images, 3 per pass
+    (0, 64, [4, 4, 2]),        # CPU default: 16,384 pixels per pass = four 64² images
+    (0, 16, [10]),             # small images: the whole batch in one pass
+])
+def test_predictor_runs_a_batch_in_forward_passes_of_the_requested_size(requested, size, expected_passes):
+    import numpy as np
+
+    net = _CountingShift()
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-0.5, 0.5, (10, size, size, 3)).astype(np.float32)
+    mask = rng.uniform(size=(10, size, size)) > 0.3
+    out = Predictor(net, forward_batch=requested)(x, mask)
+    assert net.passes == expected_passes
+    # the known output: depth + DEPTH_SHIFT on the input footprint, background (-1) elsewhere, in input order
+    want = np.where(mask[..., None], x + np.array([rf.DEPTH_SHIFT, 0, 0], np.float32), -1.0)
+    np.testing.assert_allclose(out, want, atol=1e-6)

@@ -61,14 +61,16 @@ class UnitRefiner:
     def __init__(self, checkpoint: str | Callable, device: str, precision: str, channels_last: bool,
                  normalization: DceNormalization | None, output: str, batch_size: int, split: str | None,
                  meshes: bool, kill_once_marker: str | None, mesh_format: str = "ply",
-                 raw_inputs: dict | None = None, credentials: storage.WorkerCredentials | None = None):
+                 raw_inputs: dict | None = None, credentials: storage.WorkerCredentials | None = None,
+                 forward_batch: int = 0):
         if credentials:
             credentials.apply()   # before the checkpoint is read: it may be on the object store
         storage.join_output(output)   # held until this actor's process ends
         if device == "cpu":
             torch_threads_for_reserved_cpus()
         refiner = refiner_from(checkpoint)
-        self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last)
+        self.predictor = Predictor(refiner, device=device, precision=precision, channels_last=channels_last,
+                                   forward_batch=forward_batch)
         norm = normalization if normalization is not None else normalization_of(refiner)
         self.depth_range = depth_range_mm(norm)
         self.output, self.batch_size, self.split = output, batch_size, split
@@ -194,6 +196,7 @@ def _refine_claimed(cfg: RefineConfig, checkpoint: str | Callable, kind: Any, en
                 batch_size=cfg.batch_size, split=plan.split, meshes=meshes,
                 kill_once_marker=read_test_hooks().kill_once_marker, mesh_format=cfg.mesh_format,
                 raw_inputs=raw_inputs, credentials=storage.worker_credentials(),
+                forward_batch=cfg.forward_batch,
             ),
             # Ray Data restarts a dead actor and retries its unit (its defaults: max_restarts=-1,
             # max_task_retries=-1); deterministic output names make the retry an overwrite.
