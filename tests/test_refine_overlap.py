@@ -101,7 +101,8 @@ class _CountingShift(rf.ShiftRefiner):
 
 @pytest.mark.parametrize("requested, size, expected_passes", [
     (3, 16, [3, 3, 3, 1]),     # asked for: 10 images, 3 per pass
-    (0, 64, [4, 4, 2]),        # CPU default: 16,384 pixels per pass = four 64² images
+    (0, 64, [2, 2, 2, 2, 2]),  # CPU default: 8,192 pixels per pass = two 64² images
+    (0, 128, [1] * 10),        # larger images: one per pass
     (0, 16, [10]),             # small images: the whole batch in one pass
 ])
 def test_predictor_runs_a_batch_in_forward_passes_of_the_requested_size(requested, size, expected_passes):

@@ -63,8 +63,8 @@ class RefineConfig(StrictModel):
     split: str | None = Field(default="test", description="only samples of this split; null = every sample")
     batch_size: int = Field(default=32, ge=1, description="images read, scored and written together")
     forward_batch: int = Field(default=0, ge=0, description=(
-        "images per forward pass of the network (0: the whole batch on GPU; on CPU as many as make 16,384 "
-        "pixels, e.g. one 256² image, which keeps the activations in cache and a worker's memory low)"))
+        "images per forward pass of the network (0: the whole batch on GPU; on CPU as many as make 8,192 "
+        "pixels, at least one: two 64² images, one 256² image — faster and a worker's memory stays low)"))
     gpu: bool = Field(False, description="one GPU per actor")
     num_actors: int | None = Field(default=None, ge=1, description=(
         "most model replicas (one per actor, one GPU each with --gpu): the pool grows to it while units wait and "

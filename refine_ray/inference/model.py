@@ -24,10 +24,10 @@ def refiner_from(checkpoint: str | Callable[[], Any]) -> Any:
     return load_refiner(checkpoint)
 
 
-# On CPU a forward call over this many pixels keeps a convolution's activations in cache: measured at
-# paper widths, one 256² image per call runs ≈ 2× faster than 16 and four 64² images ≈ 1.5× faster than 16
-# (BENCHMARKS.md, Refinement), and the activation memory of a call stays a few tens of MB.
-CPU_FORWARD_PIXELS = 16384
+# On CPU a forward pass over this many pixels keeps a convolution's activations in cache: at paper widths,
+# one 256² image per pass runs 1.7× faster than 32 and two 64² images 1.5× faster (BENCHMARKS.md,
+# Refinement), and the activation memory of a pass stays a few tens of MB.
+CPU_FORWARD_PIXELS = 8192
 
 
 def forward_batch_for(device: torch.device, height: int, width: int, requested: int = 0) -> int | None:
