@@ -63,6 +63,27 @@ def test_compact_row_roundtrips_through_parquet_within_the_stated_step():
         assert abs((imgs["input"][0, 0, 4, 0] - 0.123456789) * 75.0) <= 150.0 / 65535 / 2 + 1e-5
 
 
+def test_compact_cells_hold_the_documented_levels_for_strided_views():
+    """The encoder reads views of a larger render (no copy) and stores q = rint((x + 1)·L/2) as the
+    module docstring states: checked against that formula evaluated here, ties included."""
+    from refine_ray.data import codec
+
+    rng = np.random.default_rng(3)
+    big = rng.uniform(-1, 1, (5, 7, 8)).astype(np.float32)
+    big[0, :4, 0] = np.array([0.5 / 32767.5 - 1, 1.5 / 32767.5 - 1, -1.0, 1.0], np.float32)  # near half-level ties
+    view = big[:, :, 1:7]                                   # 6 channels, not C-contiguous
+    assert not view.flags.c_contiguous
+    cell = np.frombuffer(codec.encode_image(view), dtype=np.uint8)
+    x = np.ascontiguousarray(view).astype(np.float64)
+    q16 = np.clip(np.rint((x[..., :3] + 1) * 32767.5), 0, 65535).astype(np.uint16)   # (H, W, 3)
+    q8 = np.clip(np.rint((x[..., 3:] + 1) * 127.5), 0, 255).astype(np.uint8)
+    planes = cell[: 2 * 3 * 35].reshape(3, 2, 5, 7)
+    deltas = planes[:, 0].astype(np.uint16) | (planes[:, 1].astype(np.uint16) << 8)
+    np.testing.assert_array_equal(np.cumsum(deltas, axis=-1, dtype=np.uint16), np.moveaxis(q16, -1, 0))
+    np.testing.assert_array_equal(cell[2 * 3 * 35:].reshape(3, 5, 7), np.moveaxis(q8, -1, 0))
+    assert codec.encode_image(view) == codec.encode_image(np.ascontiguousarray(view))
+
+
 def test_float32_shards_written_before_the_compact_encoding_still_decode_exactly():
     rng = np.random.default_rng(5)
     h, w = 8, 6

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from refine_ray.geometry import DceNormalization
@@ -31,23 +32,47 @@ DCE = 3                       # channels 0..2 are depth, curvature, elevation; 3
 MAX_DEPTH_STEP_MM = 0.01      # the compact encoding is refused for depth ranges coarser than this per step
 
 
-def _q16(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint((x.astype(np.float64) + 1.0) * (Q16 / 2.0)), 0, Q16).astype("<u2")
+@numba.njit(cache=True, nogil=True)
+def _quantize(v, levels):
+    """round((v + 1) · levels/2) clipped to 0 … levels, half to even (np.rint), in float64."""
+    q = np.rint((np.float64(v) + 1.0) * (levels / 2.0))
+    if not q >= 0.0:          # also NaN (the row checks refuse NaN before encoding)
+        return 0
+    return levels if q > levels else int(q)
 
 
-def _q8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint((x.astype(np.float64) + 1.0) * (Q8 / 2.0)), 0, Q8).astype("u1")
+@numba.njit(cache=True, nogil=True)
+def _pack16(x, n):
+    """Channels 0 … n-1 of (H, W, C) units → uint16 levels, per-row differences (mod 2¹⁶), low-byte
+    planes then high-byte planes: (C, 2, H, W) bytes in one pass, no full-image temporaries."""
+    h, w = x.shape[0], x.shape[1]
+    out = np.empty((n, 2, h, w), dtype=np.uint8)
+    for c in range(n):
+        for r in range(h):
+            prev = 0
+            for col in range(w):
+                q = _quantize(x[r, col, c], 65535)
+                d = (q - prev) & 0xFFFF
+                prev = q
+                out[c, 0, r, col] = d & 0xFF
+                out[c, 1, r, col] = d >> 8
+    return out
 
 
-def _shuffled_deltas(planes: np.ndarray) -> bytes:
-    """(C, H, W) uint16 → bytes: per-row differences (mod 2¹⁶), low-byte planes then high-byte planes."""
-    d = planes.copy()
-    d[..., 1:] = np.diff(planes, axis=-1)                       # unsigned: wraps modulo 2¹⁶
-    return np.ascontiguousarray(np.moveaxis(d.view("u1").reshape(d.shape + (2,)), -1, 1)).tobytes()
+@numba.njit(cache=True, nogil=True)
+def _pack8(x, first):
+    """Channels first … C-1 of (H, W, C) units → (C - first, H, W) uint8 levels."""
+    h, w, c_all = x.shape
+    out = np.empty((c_all - first, h, w), dtype=np.uint8)
+    for c in range(first, c_all):
+        for r in range(h):
+            for col in range(w):
+                out[c - first, r, col] = _quantize(x[r, col, c], 255)
+    return out
 
 
 def _unshuffled_sums(buf: np.ndarray, c: int, h: int, w: int) -> np.ndarray:
-    """Inverse of `_shuffled_deltas`: (C, H, W) uint16."""
+    """Inverse of `_pack16`: (C, H, W) uint16."""
     b = np.ascontiguousarray(np.moveaxis(buf.reshape(c, 2, h, w), 1, -1))
     return np.cumsum(b.view("<u2").reshape(c, h, w), axis=-1, dtype=np.uint16)
 
@@ -59,11 +84,13 @@ def encode_image(x: np.ndarray, encoding: str = "compact", colour: bool = False)
         return np.ascontiguousarray(x, dtype="<f4").tobytes()
     if encoding != "compact":
         raise ValueError(f"unknown image encoding {encoding!r}; expected one of {ENCODINGS}")
-    planes = np.moveaxis(np.asarray(x), -1, 0)
-    n16 = 0 if colour else min(DCE, planes.shape[0])
-    parts = [_shuffled_deltas(_q16(planes[:n16]))] if n16 else []
-    if planes.shape[0] > n16:
-        parts.append(np.ascontiguousarray(_q8(planes[n16:])).tobytes())
+    x = np.asarray(x)
+    if x.ndim != 3:
+        raise ValueError(f"encode_image needs an (H, W, C) image, got shape {x.shape}")
+    n16 = 0 if colour else min(DCE, x.shape[2])
+    parts = [_pack16(x, n16).tobytes()] if n16 else []
+    if x.shape[2] > n16:
+        parts.append(_pack8(x, n16).tobytes())
     return b"".join(parts)
 
 

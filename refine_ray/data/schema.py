@@ -84,7 +84,7 @@ def _check_image(name: str, arr: np.ndarray, hw: tuple[int, int], channels: int 
         raise SampleError(f"{source}: {name} has shape {arr.shape}, expected {want}")
     if channels is None:
         return np.ascontiguousarray(arr, dtype=bool)
-    arr = np.ascontiguousarray(arr, dtype="<f4")
+    arr = arr.astype("<f4", copy=False)  # a strided view stays a view: the encoders read it as it is
     # min/max propagate NaN and see ±inf, so two reductions check finiteness and range (no temporaries).
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if not (lo >= -1.0 - 1e-5 and hi <= 1.0 + 1e-5):

@@ -40,7 +40,8 @@ def anchor_from_landmarks(landmarks_3d: np.ndarray) -> np.ndarray:
 
 @dataclass
 class DceImage:
-    """dce (H,W,3) float32 [depth mm, curvature 1/mm, elevation rad]; rgb (H,W,3) in [0,1] or None; mask (H,W)."""
+    """dce (H,W,3) float32 [depth mm, curvature 1/mm, elevation rad]; rgb (H,W,3) in [0,1] or None; mask (H,W).
+    dce and rgb may be views of one (H,W,6) render (not C-contiguous)."""
 
     dce: np.ndarray
     rgb: np.ndarray | None
@@ -103,8 +104,9 @@ class DceSurface:
         if self.colors is not None:
             attrs.append(self.colors)
         img, mask = rasterize(iv, self.faces, np.hstack(attrs), view.height, view.width)
-        rgb = np.ascontiguousarray(img[..., 3:6]) if self.colors is not None else None
-        return DceImage(dce=np.ascontiguousarray(img[..., :3]), rgb=rgb, mask=mask)
+        # Views into the one rendered image: normalize and the encoders read strided arrays, so the
+        # 12 renders of a preprocessed scan copy nothing here.
+        return DceImage(dce=img[..., :3], rgb=img[..., 3:6] if self.colors is not None else None, mask=mask)
 
 
 def encode_dce(vertices, faces, view: ImageView, vertex_colors=None,
@@ -175,8 +177,7 @@ class DceNormalization:
         if rgb is not None and rgb_arr.shape != x.shape:
             raise ValueError(f"normalize needs rgb {x.shape}, got {rgb_arr.shape}")
         r = self._ranges(3 if rgb is None else 6)
-        return _normalize_kernel(np.ascontiguousarray(x), np.ascontiguousarray(rgb_arr), np.ascontiguousarray(mask),
-                                 np.ascontiguousarray(r), rgb is not None)
+        return _normalize_kernel(x, rgb_arr, mask, r, rgb is not None)  # numba reads strided views as they are
 
     def denormalize(self, image) -> np.ndarray:
         """Network units (…,C) → physical units (depth mm, curvature 1/mm, elevation rad, rgb)."""
