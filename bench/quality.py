@@ -79,6 +79,9 @@ class QualityScale(StrictModel):
     iterations_per_stage: int = Field(10_000, ge=1)
     batch_size: int = Field(4, ge=1)
     lr: float | None = Field(None, gt=0, description="Adam lr of the progressive GAN; null = the config's (1e-5)")
+    kappa: float | None = Field(None, ge=0, description=(
+        "progressive runs: optim.kappa, the adversarial term's weight against the pixel loss; "
+        "null = the paper's C·1e-5 (C = pixel-loss channels)"))
     pix2pix_max_resolution: int = Field(256, ge=32)
     pix2pix_ngf: int = Field(64, ge=4)
     pix2pix_iterations: int | None = Field(None, ge=1, description="null = as many updates as the progressive run")
@@ -151,6 +154,8 @@ def train_config(name: str, scale: QualityScale):
                 "schedule.iterations_per_stage": its}
         if scale.lr is not None:
             over.update({"optim.lr_g": scale.lr, "optim.lr_d": scale.lr})
+        if scale.kappa is not None:
+            over["optim.kappa"] = scale.kappa
         over["model.residual"] = scale.residual
         over["model.footprint_head"] = scale.footprint_head
     over["optim.ignore_scan_holes"] = scale.ignore_scan_holes
@@ -320,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, help="[seed] override")
     ap.add_argument("--landmark-noise-px", type=float, help="[landmark_noise_px] override")
     ap.add_argument("--iterations-per-stage", type=int, help="[iterations_per_stage] override")
+    ap.add_argument("--max-channels", type=int, help="[max_channels] override (progressive feature-width cap)")
+    ap.add_argument("--kappa", type=float, help="[kappa] override (adversarial weight of progressive runs)")
     ap.add_argument("--gpu", action="store_true", default=None, help="train and refine on a GPU")
     ap.add_argument("--residual", action="store_true", default=None,
                     help="[residual] progressive generators add detail to the coarse input (not in the paper)")
@@ -336,7 +343,8 @@ def load_scale(scale: str, args: argparse.Namespace) -> QualityScale:
     path = scale if scale.endswith((".yaml", ".yml")) else os.path.join(ROOT, "configs", "quality", f"{scale}.yaml")
     over = {"seed": args.seed, "landmark_noise_px": args.landmark_noise_px,
             "iterations_per_stage": args.iterations_per_stage, "residual": args.residual,
-            "ignore_scan_holes": args.ignore_scan_holes, "footprint_head": args.footprint_head}
+            "ignore_scan_holes": args.ignore_scan_holes, "footprint_head": args.footprint_head,
+            "max_channels": args.max_channels, "kappa": args.kappa}
     if args.gpu:
         over.update({"use_gpu": True, "refine_gpu": True})
     return load_config(QualityScale, path, over)

@@ -177,3 +177,16 @@ def test_a_scale_key_added_later_compares_as_its_default(tmp_path):
     check_scale(scale, str(tmp_path))                       # accepted: the missing key meant False
     with pytest.raises(ScaleMismatch, match="footprint_head"):
         check_scale(QualityScale(name="t", frgc_subjects=3, residual=True, footprint_head=True), str(tmp_path))
+
+
+def test_kappa_and_width_overrides_reach_the_progressive_training_config():
+    """--kappa and --max-channels change the progressive runs' config; pix2pix keeps its own settings."""
+    from bench.quality import build_parser, load_scale, train_config
+
+    args = build_parser().parse_args(["table4", "--scale", "smoke", "--kappa", "0.001", "--max-channels", "48"])
+    scale = load_scale(args.scale, args)
+    ours = train_config("dcergb_d_dce", scale)
+    assert (ours.optim.kappa, ours.model.max_channels) == (0.001, 48)
+    plain = load_scale("smoke", build_parser().parse_args(["table4"]))
+    assert train_config("dcergb_d_dce", plain).optim.kappa is None      # the paper's C·1e-5
+    assert train_config("pix2pix_dce_d_d", scale).optim.kappa is None
