@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="Ray Data actors sharing this process's torch threads as CPUs (CPU: one per core "
                         "runs the model single-threaded in each, as a CPU node would; the plain loop keeps all threads)")
     p.add_argument("--min-actors", type=int, default=1,
-                   help="actors the pool starts with (the refine job's min_actors; up to --actors)")
+                   help="actors the pool starts with (the refine job's min_actors; more than --actors means all of them)")
     p.add_argument("--forward-batch", type=int, default=0,
                    help="images per forward pass (0: the refine job's default, refine_ray.inference.model.forward_batch_for)")
     p.add_argument("--forward-sweep", type=int, nargs="+", default=None, metavar="N",
@@ -267,7 +267,7 @@ def measure(args, size: int) -> dict:
         cfg = RefineConfig(checkpoint=ck, input=data, output=os.path.join(work, "ray"), split="test",
                            batch_size=args.batch_size, gpu=args.gpu, precision=precision,
                            channels_last=args.channels_last, num_actors=args.actors, forward_batch=args.forward_batch,
-                           min_actors=max(1, min(args.min_actors, args.actors)),
+                           min_actors=args.min_actors,
                            cpus_per_actor=float(torch.get_num_threads()) / args.actors if not args.gpu else 1.0)
         cfg.report.enabled = False
         t0 = time.perf_counter()

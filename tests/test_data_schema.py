@@ -65,12 +65,13 @@ def test_compact_row_roundtrips_through_parquet_within_the_stated_step():
 
 def test_compact_cells_hold_the_documented_levels_for_strided_views():
     """The encoder reads views of a larger render (no copy) and stores q = rint((x + 1)·L/2) as the
-    module docstring states: checked against that formula evaluated here, ties included."""
+    module docstring states: checked against that formula evaluated here, values next to a half-level
+    boundary included (float32 inputs cannot fall exactly on one)."""
     from refine_ray.data import codec
 
     rng = np.random.default_rng(3)
     big = rng.uniform(-1, 1, (5, 7, 8)).astype(np.float32)
-    big[0, :4, 0] = np.array([0.5 / 32767.5 - 1, 1.5 / 32767.5 - 1, -1.0, 1.0], np.float32)  # near half-level ties
+    big[0, :4, 0] = np.array([0.5 / 32767.5 - 1, 1.5 / 32767.5 - 1, -1.0, 1.0], np.float32)  # next to half-level boundaries
     view = big[:, :, 1:7]                                   # 6 channels, not C-contiguous
     assert not view.flags.c_contiguous
     cell = np.frombuffer(codec.encode_image(view), dtype=np.uint8)

@@ -45,13 +45,13 @@ def _quantize(v, levels):
 def _pack16(x, n):
     """Channels 0 … n-1 of (H, W, C) units → uint16 levels, per-row differences (mod 2¹⁶), low-byte
     planes then high-byte planes: (C, 2, H, W) bytes in one pass, no full-image temporaries."""
-    h, w = x.shape[0], x.shape[1]
+    h, w, _ = x.shape
     out = np.empty((n, 2, h, w), dtype=np.uint8)
     for c in range(n):
         for r in range(h):
             prev = 0
             for col in range(w):
-                q = _quantize(x[r, col, c], 65535)
+                q = _quantize(x[r, col, c], Q16)
                 d = (q - prev) & 0xFFFF
                 prev = q
                 out[c, 0, r, col] = d & 0xFF
@@ -67,7 +67,7 @@ def _pack8(x, first):
     for c in range(first, c_all):
         for r in range(h):
             for col in range(w):
-                out[c - first, r, col] = _quantize(x[r, col, c], 255)
+                out[c - first, r, col] = _quantize(x[r, col, c], Q8)
     return out
 
 
