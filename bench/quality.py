@@ -82,6 +82,9 @@ class QualityScale(StrictModel):
     kappa: float | None = Field(None, ge=0, description=(
         "progressive runs: optim.kappa, the adversarial term's weight against the pixel loss; "
         "null = the paper's C·1e-5 (C = pixel-loss channels)"))
+    normal_weight: float = Field(0.0, ge=0, description=(
+        "progressive runs: optim.normal_weight, an L1 loss on the output's surface normals beside the pixel "
+        "loss (not in the paper; 0 = off)"))
     pix2pix_max_resolution: int = Field(256, ge=32)
     pix2pix_ngf: int = Field(64, ge=4)
     pix2pix_iterations: int | None = Field(None, ge=1, description="null = as many updates as the progressive run")
@@ -156,6 +159,7 @@ def train_config(name: str, scale: QualityScale):
             over.update({"optim.lr_g": scale.lr, "optim.lr_d": scale.lr})
         if scale.kappa is not None:
             over["optim.kappa"] = scale.kappa
+        over["optim.normal_weight"] = scale.normal_weight
         over["model.residual"] = scale.residual
         over["model.footprint_head"] = scale.footprint_head
     over["optim.ignore_scan_holes"] = scale.ignore_scan_holes
@@ -327,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--iterations-per-stage", type=int, help="[iterations_per_stage] override")
     ap.add_argument("--max-channels", type=int, help="[max_channels] override (progressive feature-width cap)")
     ap.add_argument("--kappa", type=float, help="[kappa] override (adversarial weight of progressive runs)")
+    ap.add_argument("--normal-weight", type=float, help="[normal_weight] override (normal loss of progressive runs)")
     ap.add_argument("--gpu", action="store_true", default=None, help="train and refine on a GPU")
     ap.add_argument("--residual", action="store_true", default=None,
                     help="[residual] progressive generators add detail to the coarse input (not in the paper)")
@@ -344,7 +349,8 @@ def load_scale(scale: str, args: argparse.Namespace) -> QualityScale:
     over = {"seed": args.seed, "landmark_noise_px": args.landmark_noise_px,
             "iterations_per_stage": args.iterations_per_stage, "residual": args.residual,
             "ignore_scan_holes": args.ignore_scan_holes, "footprint_head": args.footprint_head,
-            "max_channels": args.max_channels, "kappa": args.kappa}
+            "max_channels": args.max_channels, "kappa": args.kappa,
+            "normal_weight": args.normal_weight}
     if args.gpu:
         over.update({"use_gpu": True, "refine_gpu": True})
     return load_config(QualityScale, path, over)

@@ -179,14 +179,17 @@ def test_a_scale_key_added_later_compares_as_its_default(tmp_path):
         check_scale(QualityScale(name="t", frgc_subjects=3, residual=True, footprint_head=True), str(tmp_path))
 
 
-def test_kappa_and_width_overrides_reach_the_progressive_training_config():
-    """--kappa and --max-channels change the progressive runs' config; pix2pix keeps its own settings."""
+def test_kappa_width_and_normal_weight_overrides_reach_the_progressive_training_config():
+    """--kappa, --max-channels and --normal-weight change the progressive runs' config; pix2pix keeps its own."""
     from bench.quality import build_parser, load_scale, train_config
 
-    args = build_parser().parse_args(["table4", "--scale", "smoke", "--kappa", "0.001", "--max-channels", "48"])
+    args = build_parser().parse_args(["table4", "--scale", "smoke", "--kappa", "0.001", "--max-channels", "48",
+                                      "--normal-weight", "0.3"])
     scale = load_scale(args.scale, args)
     ours = train_config("dcergb_d_dce", scale)
-    assert (ours.optim.kappa, ours.model.max_channels) == (0.001, 48)
+    assert (ours.optim.kappa, ours.model.max_channels, ours.optim.normal_weight) == (0.001, 48, 0.3)
     plain = load_scale("smoke", build_parser().parse_args(["table4"]))
     assert train_config("dcergb_d_dce", plain).optim.kappa is None      # the paper's C·1e-5
+    assert train_config("dcergb_d_dce", plain).optim.normal_weight == 0.0   # the paper's loss
     assert train_config("pix2pix_dce_d_d", scale).optim.kappa is None
+    assert train_config("pix2pix_dce_d_d", scale).optim.normal_weight == 0.0

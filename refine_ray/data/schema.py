@@ -312,6 +312,12 @@ def write_manifest(output_uri: str, manifest: Mapping[str, Any]) -> str:
     return uri
 
 
+def manifest_image_side(manifest: Mapping[str, Any]) -> int:
+    """The side of the dataset's square images (`image_size` is stored as [H, W] or as one number)."""
+    size = manifest["image_size"]
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
 def read_manifest(output_uri: str) -> dict[str, Any]:
     """The manifest of a dataset folder (or the manifest file itself), with a clear error when absent/bad."""
     uri = output_uri if str(output_uri).endswith(".json") else storage.join(output_uri, MANIFEST_NAME)

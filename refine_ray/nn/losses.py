@@ -64,3 +64,30 @@ def footprint_loss(logit: torch.Tensor, target_coverage: torch.Tensor, weight: t
         logit[:, 0].float(), target_coverage.float(), reduction="none")
     w = weight.float()
     return (bce * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def depth_image_normals(depth: torch.Tensor, slope_per_unit: float) -> torch.Tensor:
+    """Unit normals (B,3,H-2,W-2) of depth images (B,H,W) by central differences on the interior pixels.
+
+    `slope_per_unit` turns a depth step of one normalized unit per pixel into a surface slope
+    (mm of depth per mm across the image at this resolution), so the normals are those of the physical surface.
+    """
+    zx = (depth[:, 1:-1, 2:] - depth[:, 1:-1, :-2]) * (0.5 * slope_per_unit)
+    zy = (depth[:, :-2, 1:-1] - depth[:, 2:, 1:-1]) * (0.5 * slope_per_unit)  # rows grow downward, y upward
+    n = torch.stack([-zx, -zy, torch.ones_like(zx)], 1)
+    return n / n.norm(dim=1, keepdim=True)
+
+
+def normal_l1(pred_depth: torch.Tensor, target_depth: torch.Tensor, weight: torch.Tensor,
+              slope_per_unit: float) -> torch.Tensor:
+    """Mean L1 distance of the unit normals of two depth images (B,H,W), weighted per pixel by `weight`
+    (B,H,W) times that of the pixel's four neighbours (a normal needs them all).
+
+    About the angle in radians for small errors, linear in it (unlike 1 − cos), so small ripples and
+    missing slopes still have a gradient: the pixel L1 on depth barely sees them.
+    """
+    w = weight.float()
+    w = (w[:, 1:-1, 1:-1] * w[:, :-2, 1:-1] * w[:, 2:, 1:-1] * w[:, 1:-1, :-2] * w[:, 1:-1, 2:]).unsqueeze(1)
+    diff = (depth_image_normals(pred_depth.float(), slope_per_unit)
+            - depth_image_normals(target_depth.float(), slope_per_unit)).abs().sum(1, keepdim=True)
+    return (diff * w).sum() / w.sum().clamp_min(1e-8)

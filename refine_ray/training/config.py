@@ -23,6 +23,9 @@ class OptimConfig(StrictModel):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     footprint_weight: float = Field(1.0, ge=0, description="weight of the footprint head's cross-entropy "
                                                           "(model.footprint_head) against the pixel loss")
+    normal_weight: float = Field(0.0, ge=0, description="weight of an L1 loss on the surface normals of the output's "
+                                                     "depth against the target's (where both surfaces exist), "
+                                                     "beside the pixel loss; 0 = off (the paper's loss)")
     ignore_scan_holes: bool = Field(False, description="leave scan holes (pixels the coarse model covers inside the "
                                                        "scan's outline where the scan has no data) out of the pixel loss; "
                                                        "beyond the scan's crop the generator still learns background")

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from refine_ray.nn.losses import critic_wgan_gp_loss, footprint_loss, generator_loss
+from refine_ray.nn.losses import critic_wgan_gp_loss, footprint_loss, generator_loss, normal_l1
 from refine_ray.nn.pix2pix import patchgan_discriminator_loss, pix2pix_generator_loss
 from refine_ray.nn.refiner import build_networks
 from refine_ray.training.config import TrainConfig
@@ -80,10 +80,12 @@ class ConditionalGan:
         return contextlib.nullcontext()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, stage: int, alpha: float,
-             weight: torch.Tensor | None = None, coverage: torch.Tensor | None = None) -> dict[str, float]:
+             weight: torch.Tensor | None = None, coverage: torch.Tensor | None = None,
+             slope_per_unit: float | None = None) -> dict[str, float]:
         """One critic and one generator update on a batch (x = dataset input, y = target, same res;
         weight (B,r,r) optionally weights the pixel loss per pixel; coverage (B,2,r,r) = the input's and
-        the target's pixel coverage in 0..1, required by a footprint head)."""
+        the target's pixel coverage in 0..1, required by a footprint head; slope_per_unit = surface slope
+        of one normalized depth unit per pixel at this resolution, required by a normal loss)."""
         footprint = self.cfg.model.footprint_head
         if footprint and coverage is None:
             raise ValueError("a generator with a footprint head needs the input and target coverage")
@@ -127,10 +129,13 @@ class ConditionalGan:
                     g_loss, g_stats = pix2pix_generator_loss(*args, l1_weight=o.l1_weight, weight=weight)
                 else:
                     g_loss, g_stats = generator_loss(*args, kappa=self.kappa, weight=weight)
+                if o.normal_weight > 0:
+                    g_loss = g_loss + o.normal_weight * self._normal_loss(x, y, loss_image, weight, slope_per_unit, g_stats)
                 if footprint:
                     fp = footprint_loss(logit, coverage[:, 1], coverage[:, 0])
                     g_loss = g_loss + o.footprint_weight * fp
-                    g_stats.update(footprint_bce=float(fp.detach()), g_loss=float(g_loss.detach()))
+                    g_stats["footprint_bce"] = float(fp.detach())
+                g_stats["g_loss"] = float(g_loss.detach())
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             average_gradients(self.generator, self.world_size)
@@ -140,6 +145,18 @@ class ConditionalGan:
         self.update_ema()
         stats.update(g_stats)
         return stats
+
+    @staticmethod
+    def _normal_loss(x, y, image, weight, slope_per_unit, stats) -> torch.Tensor:
+        """normal_l1 of the output's depth against the target's, where the coarse input and the target
+        both have a surface (and the pixel loss applies)."""
+        if slope_per_unit is None:
+            raise ValueError("a normal loss needs slope_per_unit (the depth scale and pixel size)")
+        both = ((x[:, 0] > -0.9999) & (y[:, 0] > -0.9999)).float()
+        w = both if weight is None else both * weight
+        loss = normal_l1(image[:, 0], y[:, 0], w, slope_per_unit)
+        stats["normal_l1"] = float(loss.detach())
+        return loss
 
     @torch.no_grad()
     def update_ema(self) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from refine_ray import storage
 from refine_ray.data.encoding import data_settings
-from refine_ray.data.schema import read_manifest
+from refine_ray.data.schema import manifest_image_side, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.logs import configure_logging
 from refine_ray.metrics import mae_mm, mae_norm
@@ -344,6 +344,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val = read_validation(cfg.data, sch.val_samples) if rank == 0 else None
     scale = float(manifest["scale_px_per_mm"])
     normalization = DceNormalization.from_dict(manifest["normalization"])
+    size = manifest_image_side(manifest)
+    depth_mm_per_unit = 0.5 * (normalization.depth_mm[1] - normalization.depth_mm[0])
 
     for stage in range(start.stage, len(plan)):
         r = plan[stage]
@@ -353,7 +355,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for it in range(first, n_iter):
             x, y, weight, coverage = training_inputs(next(batches), r, cfg, augment)
             alpha = fade_alpha(stage, it, cfg, fading)
-            stats = gan.step(x, y, stage, alpha, weight, coverage)
+            slope = depth_mm_per_unit * scale * r / size   # mm of depth per mm across, for one unit per pixel
+            stats = gan.step(x, y, stage, alpha, weight, coverage, slope)
             global_step += 1
             _inject_fault(hooks, run_dir, rank, global_step, last_checkpoint)
             if recorder and ((it + 1) % sch.log_every == 0 or it + 1 == n_iter):

@@ -11,7 +11,7 @@ import yaml
 
 from refine_ray import storage
 from refine_ray.cluster import ensure_ray
-from refine_ray.data.schema import read_manifest
+from refine_ray.data.schema import manifest_image_side, read_manifest
 from refine_ray.logs import current_level
 from refine_ray.test_hooks import read_test_hooks
 from refine_ray.training import checkpoints as ckpt
@@ -72,7 +72,7 @@ def train(config: TrainConfig, *, data: str | None = None, storage_uri: str | No
     cfg = cfg.model_copy(update={"data": _abs(cfg.data), "storage": _abs(cfg.storage), "name": storage.safe_name(cfg.name)})
 
     manifest = read_manifest(cfg.data)  # a clear error now beats one inside every worker
-    size = int(manifest["image_size"][0] if isinstance(manifest["image_size"], (list, tuple)) else manifest["image_size"])
+    size = manifest_image_side(manifest)
     if size < cfg.model.max_resolution:
         raise ValueError(f"{cfg.data}: images are {size}², smaller than max_resolution {cfg.model.max_resolution}")
     need = cfg.model.channels.required_input_channels()
