@@ -130,7 +130,8 @@ class ConditionalGan:
                 else:
                     g_loss, g_stats = generator_loss(*args, kappa=self.kappa, weight=weight)
                 if o.normal_weight > 0:
-                    g_loss = g_loss + o.normal_weight * self._normal_loss(x, y, loss_image, weight, slope_per_unit, g_stats)
+                    g_loss = g_loss + o.normal_weight * self._normal_loss(x, y, loss_image, weight, coverage,
+                                                                        slope_per_unit, g_stats)
                 if footprint:
                     fp = footprint_loss(logit, coverage[:, 1], coverage[:, 0])
                     g_loss = g_loss + o.footprint_weight * fp
@@ -147,14 +148,20 @@ class ConditionalGan:
         return stats
 
     @staticmethod
-    def _normal_loss(x, y, image, weight, slope_per_unit, stats) -> torch.Tensor:
-        """normal_l1 of the output's depth against the target's, where the coarse input and the target
-        both have a surface (and the pixel loss applies)."""
+    def _normal_loss(x, y, image, weight, coverage, slope_per_unit, stats) -> torch.Tensor:
+        """normal_l1 of the output's depth against the target's on the pixels wholly inside the coarse
+        input and the target (pooled border pixels blend in the background, a false cliff) where the
+        pixel loss fully applies."""
         if slope_per_unit is None:
             raise ValueError("a normal loss needs slope_per_unit (the depth scale and pixel size)")
-        both = ((x[:, 0] > -0.9999) & (y[:, 0] > -0.9999)).float()
-        w = both if weight is None else both * weight
-        loss = normal_l1(image[:, 0], y[:, 0], w, slope_per_unit)
+        inside = (x[:, 0] > -0.9999) & (y[:, 0] > -0.9999)
+        if coverage is not None:
+            inside &= (coverage[:, 0] >= 0.999) & (coverage[:, 1] >= 0.999)
+        else:  # without coverage, drop the outermost ring, where pooled pixels blend in the background
+            inside = -torch.nn.functional.max_pool2d(-inside[:, None].float(), 3, 1, 1)[:, 0] > 0.5
+        if weight is not None:
+            inside &= weight >= 0.999
+        loss = normal_l1(image[:, 0], y[:, 0], inside.float(), slope_per_unit)
         stats["normal_l1"] = float(loss.detach())
         return loss
 
