@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from pydantic import Field
 
 from bench.quality_figure import qualitative_grid
+from bench.quality_oracle import photo_on_truth_copy
 from bench.quality_paths import paths
 from refine_ray import storage
 from refine_ray.config import ConfigError, StrictModel, load_config
@@ -85,6 +86,9 @@ class QualityScale(StrictModel):
     normal_weight: float = Field(0.0, ge=0, description=(
         "progressive runs: optim.normal_weight, an L1 loss on the output's surface normals beside the pixel "
         "loss (not in the paper; 0 = off)"))
+    oracle_photo_on_truth: bool = Field(False, description=(
+        "train and test on a copy of the data whose input RGB is the photo sampled on the ground truth "
+        "(bench/quality_oracle.py): what a photo registered with the true surface would allow; not a user's input"))
     pix2pix_max_resolution: int = Field(256, ge=32)
     pix2pix_ngf: int = Field(64, ge=4)
     pix2pix_iterations: int | None = Field(None, ge=1, description="null = as many updates as the progressive run")
@@ -297,6 +301,9 @@ def run_table(table: str, scale: QualityScale, work: str, configs: list[str], fi
     timer = Timer()
     check_scale(scale, paths(work, tag)["runs"])
     p = prepare_data(scale, work, timer, tag)
+    if scale.oracle_photo_on_truth:
+        p = {**p, **{key: timer.run(f"oracle copy of {p[key]}", lambda key=key: photo_on_truth_copy(
+            p[key], storage.join(work, "data-photo-on-truth", ds))) for key, ds in (("frgc_data", "frgc"), ("bos_data", "bosphorus"))}}
     outs = {name: train_and_refine(name, scale, p, timer) for name in configs}
     results = {name: {ds: dataset_stats(o[ds]) for ds in (IN_DIST, CROSS)} for name, o in outs.items()}
     header, rows = build_table(results, with_surface=True)
@@ -332,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-channels", type=int, help="[max_channels] override (progressive feature-width cap)")
     ap.add_argument("--kappa", type=float, help="[kappa] override (adversarial weight of progressive runs)")
     ap.add_argument("--normal-weight", type=float, help="[normal_weight] override (normal loss of progressive runs)")
+    ap.add_argument("--oracle-photo-on-truth", action="store_true", default=None,
+                    help="[oracle_photo_on_truth] input RGB = the photo sampled on the ground truth (an upper bound)")
     ap.add_argument("--gpu", action="store_true", default=None, help="train and refine on a GPU")
     ap.add_argument("--residual", action="store_true", default=None,
                     help="[residual] progressive generators add detail to the coarse input (not in the paper)")
@@ -350,7 +359,7 @@ def load_scale(scale: str, args: argparse.Namespace) -> QualityScale:
             "iterations_per_stage": args.iterations_per_stage, "residual": args.residual,
             "ignore_scan_holes": args.ignore_scan_holes, "footprint_head": args.footprint_head,
             "max_channels": args.max_channels, "kappa": args.kappa,
-            "normal_weight": args.normal_weight}
+            "normal_weight": args.normal_weight, "oracle_photo_on_truth": args.oracle_photo_on_truth}
     if args.gpu:
         over.update({"use_gpu": True, "refine_gpu": True})
     return load_config(QualityScale, path, over)

@@ -37,6 +37,7 @@ lr: 2.0e-4
 residual: true          # the non-paper options, so their training-loop branches run under Ray Train here
 ignore_scan_holes: true
 footprint_head: true
+normal_weight: 0.5      # and the normal loss (slope scale from the manifest) inside a real training loop
 local: true
 """
 
@@ -129,6 +130,23 @@ def test_table3_smoke_numbers_match_recomputed_metrics(tmp_path):
                        {ds: os.path.join(work, "data", ds) for ds in ("frgc", "bosphorus")}, str(tmp_path / "grid.png"))
     assert open(grid["path"], "rb").read(8) == b"\x89PNG\r\n\x1a\n" and len(grid["samples"]) == 2
 
+    # the oracle copy: input RGB = the photo on the ground truth where it has a surface, the rest untouched
+    from bench.quality_oracle import photo_on_truth_copy
+
+    oracle = photo_on_truth_copy(os.path.join(work, "data", "frgc"), str(tmp_path / "oracle"))
+    for split in ("train", "test"):
+        before = {r["sample_id"]: r for r in _rows(os.path.join(work, "data", "frgc", split, "*.parquet"))}
+        after = _rows(os.path.join(oracle, split, "*.parquet"))
+        assert sorted(r["sample_id"] for r in after) == sorted(before)
+        for r in after:
+            old, new = decode_images(pd.DataFrame([before[r["sample_id"]]])), decode_images(pd.DataFrame([r]))
+            on = old["target_mask"][0]
+            assert np.array_equal(new["input"][0, ..., 3:6][on], old["target_rgb"][0][on])
+            assert np.array_equal(new["input"][0, ..., 3:6][~on], old["input"][0, ..., 3:6][~on])
+            assert np.array_equal(new["input"][0, ..., :3], old["input"][0, ..., :3])
+            assert np.array_equal(new["target"], old["target"]) and np.array_equal(new["input_mask"], old["input_mask"])
+    assert json.load(open(os.path.join(oracle, "manifest.json")))["oracle_input_rgb"]
+
     # the ceiling: the 3DMM fitted to the whole true surface is closer to it than the landmark fit
     out = tmp_path / "ceiling.json"
     assert ceiling_main(["--work", work, "--resolution", "32:0.15", "--json", str(out)]) == 0
@@ -193,3 +211,19 @@ def test_kappa_width_and_normal_weight_overrides_reach_the_progressive_training_
     assert train_config("dcergb_d_dce", plain).optim.normal_weight == 0.0   # the paper's loss
     assert train_config("pix2pix_dce_d_d", scale).optim.kappa is None
     assert train_config("pix2pix_dce_d_d", scale).optim.normal_weight == 0.0
+
+
+def test_shading_fit_explains_lambertian_shading_only_with_the_true_normals():
+    """A sphere cap lit by a distant light (ambient + Lambert, no clamping on the lit side): the shading
+    fit with its analytic normals explains it entirely; flat normals explain nothing."""
+    from bench.quality_shading import shading_r2
+
+    rows, cols = np.meshgrid(np.linspace(-0.6, 0.6, 24), np.linspace(-0.6, 0.6, 24), indexing="ij")
+    normals = np.stack([cols, -rows, np.sqrt(1.0 - cols ** 2 - rows ** 2)], -1)
+    light = np.array([0.3, 0.2, 0.93]) / np.linalg.norm([0.3, 0.2, 0.93])
+    lum = 0.2 + 0.7 * normals @ light
+    mask = np.ones(lum.shape, bool)
+    assert shading_r2(lum, normals, mask) == pytest.approx(1.0, abs=1e-9)
+    flat = np.zeros_like(normals)
+    flat[..., 2] = 1.0
+    assert shading_r2(lum, flat, mask) == pytest.approx(0.0, abs=1e-9)
