@@ -44,7 +44,10 @@ def photo_on_truth_copy(src: str, dst: str) -> str:
     manifest = read_manifest(src)
     encoding = manifest.get("config", {}).get("encoding", "compact")
     for split in ("train", "test"):
-        for uri in storage.list_files(storage.join(src, split), suffixes=(".parquet",)):
+        folder = storage.join(src, split)
+        if not storage.exists(folder):   # a test-only (cross-dataset) set has no train/
+            continue
+        for uri in storage.list_files(folder, suffixes=(".parquet",)):
             table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
             if table.num_rows:
                 table = photo_on_truth_table(table, encoding)

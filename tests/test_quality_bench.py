@@ -146,6 +146,9 @@ def test_table3_smoke_numbers_match_recomputed_metrics(tmp_path):
             assert np.array_equal(new["input"][0, ..., :3], old["input"][0, ..., :3])
             assert np.array_equal(new["target"], old["target"]) and np.array_equal(new["input_mask"], old["input_mask"])
     assert json.load(open(os.path.join(oracle, "manifest.json")))["oracle_input_rgb"]
+    cross = photo_on_truth_copy(os.path.join(work, "data", "bosphorus"), str(tmp_path / "oracle-cross"))  # test only
+    assert len(_rows(os.path.join(cross, "test", "*.parquet"))) == len(_rows(os.path.join(work, "data", "bosphorus", "test", "*.parquet")))
+    assert not os.path.exists(os.path.join(cross, "train"))
 
     # the ceiling: the 3DMM fitted to the whole true surface is closer to it than the landmark fit
     out = tmp_path / "ceiling.json"
