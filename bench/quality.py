@@ -337,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--landmark-noise-px", type=float, help="[landmark_noise_px] override")
     ap.add_argument("--iterations-per-stage", type=int, help="[iterations_per_stage] override")
     ap.add_argument("--max-channels", type=int, help="[max_channels] override (progressive feature-width cap)")
+    ap.add_argument("--lr", type=float, help="[lr] override (Adam lr of the progressive runs' generator and critic)")
     ap.add_argument("--kappa", type=float, help="[kappa] override (adversarial weight of progressive runs)")
     ap.add_argument("--normal-weight", type=float, help="[normal_weight] override (normal loss of progressive runs)")
     ap.add_argument("--oracle-photo-on-truth", action="store_true", default=None,
@@ -358,7 +359,7 @@ def load_scale(scale: str, args: argparse.Namespace) -> QualityScale:
     over = {"seed": args.seed, "landmark_noise_px": args.landmark_noise_px,
             "iterations_per_stage": args.iterations_per_stage, "residual": args.residual,
             "ignore_scan_holes": args.ignore_scan_holes, "footprint_head": args.footprint_head,
-            "max_channels": args.max_channels, "kappa": args.kappa,
+            "max_channels": args.max_channels, "kappa": args.kappa, "lr": args.lr,
             "normal_weight": args.normal_weight, "oracle_photo_on_truth": args.oracle_photo_on_truth}
     if args.gpu:
         over.update({"use_gpu": True, "refine_gpu": True})

@@ -201,14 +201,15 @@ def test_a_scale_key_added_later_compares_as_its_default(tmp_path):
 
 
 def test_kappa_width_and_normal_weight_overrides_reach_the_progressive_training_config():
-    """--kappa, --max-channels and --normal-weight change the progressive runs' config; pix2pix keeps its own."""
+    """--kappa, --max-channels, --normal-weight and --lr change the progressive runs' config; pix2pix keeps its own."""
     from bench.quality import build_parser, load_scale, train_config
 
     args = build_parser().parse_args(["table4", "--scale", "smoke", "--kappa", "0.001", "--max-channels", "48",
-                                      "--normal-weight", "0.3"])
+                                      "--normal-weight", "0.3", "--lr", "0.001"])
     scale = load_scale(args.scale, args)
     ours = train_config("dcergb_d_dce", scale)
     assert (ours.optim.kappa, ours.model.max_channels, ours.optim.normal_weight) == (0.001, 48, 0.3)
+    assert (ours.optim.lr_g, ours.optim.lr_d) == (0.001, 0.001)
     plain = load_scale("smoke", build_parser().parse_args(["table4"]))
     assert train_config("dcergb_d_dce", plain).optim.kappa is None      # the paper's C·1e-5
     assert train_config("dcergb_d_dce", plain).optim.normal_weight == 0.0   # the paper's loss
