@@ -24,7 +24,7 @@ class OptimConfig(StrictModel):
     footprint_weight: float = Field(1.0, ge=0, description="weight of the footprint head's cross-entropy "
                                                           "(model.footprint_head) against the pixel loss")
     normal_weight: float = Field(0.0, ge=0, description="weight of an L1 loss on the surface normals of the output's "
-                                                     "depth against the target's (where both surfaces exist), "
+                                                     "depth against the target's (on pixels wholly inside both), "
                                                      "beside the pixel loss; 0 = off (the paper's loss)")
     ignore_scan_holes: bool = Field(False, description="leave scan holes (pixels the coarse model covers inside the "
                                                        "scan's outline where the scan has no data) out of the pixel loss; "

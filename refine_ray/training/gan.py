@@ -89,6 +89,8 @@ class ConditionalGan:
         footprint = self.cfg.model.footprint_head
         if footprint and coverage is None:
             raise ValueError("a generator with a footprint head needs the input and target coverage")
+        if self.cfg.optim.normal_weight > 0 and slope_per_unit is None:
+            raise ValueError("a normal loss needs slope_per_unit (the depth scale and pixel size)")
         ch, o = self.channels, self.cfg.optim
         xg = x[:, list(ch.generator_channels)]
         cond = x[:, list(ch.critic_channels)]
@@ -152,8 +154,6 @@ class ConditionalGan:
         """normal_l1 of the output's depth against the target's on the pixels wholly inside the coarse
         input and the target (pooled border pixels blend in the background, a false cliff) where the
         pixel loss fully applies."""
-        if slope_per_unit is None:
-            raise ValueError("a normal loss needs slope_per_unit (the depth scale and pixel size)")
         inside = (x[:, 0] > -0.9999) & (y[:, 0] > -0.9999)
         if coverage is not None:
             inside &= (coverage[:, 0] >= 0.999) & (coverage[:, 1] >= 0.999)
