@@ -157,6 +157,7 @@ class TwoNodeRay:
         self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=token, RAY_USAGE_STATS_ENABLED="0",
                         RAY_DATA_DISABLE_PROGRESS_BARS="1")
         self.procs: list[subprocess.Popen] = []
+        self.names: list[str] = []
         self.gcs_port, self.dashboard_port, client_port = _free_ports(3)
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
         head = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(self.gcs_port),
@@ -168,9 +169,17 @@ class TwoNodeRay:
         # its own temp folder, as a node on another machine has: nodes sharing one would also share the
         # runtime-env cache, and each node's first download of a package replaces the other's copy
         worker_temp = os.path.join(temp_dir, "w")
-        self._start([RAY, "start", "--block", "--address", f"127.0.0.1:{self.gcs_port}",
-                     "--node-ip-address", "127.0.0.1", "--temp-dir", worker_temp, *self._node_flags()], "worker")
-        self._wait_for_nodes(2)
+        for attempt in range(2):   # ports are picked free but may be taken before the worker binds them
+            self._start([RAY, "start", "--block", "--address", f"127.0.0.1:{self.gcs_port}",
+                         "--node-ip-address", "127.0.0.1", "--temp-dir", worker_temp, *self._node_flags()],
+                        f"worker{attempt}")
+            try:
+                self._wait_for_nodes(2)
+                return
+            except RuntimeError:
+                if attempt or self.procs[0].poll() is not None or self.procs[-1].poll() is None:
+                    raise
+                # that worker exited: start another on fresh ports (the dead one stays listed for stop())
 
     @staticmethod
     def _node_flags() -> list[str]:
@@ -183,6 +192,7 @@ class TwoNodeRay:
                 "--disable-usage-stats"]
 
     def _start(self, cmd: list[str], name: str) -> None:
+        self.names.append(name)
         log = open(os.path.join(self.temp_dir, f"ray-start-{name}.log"), "wb")
         self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True))
@@ -209,9 +219,10 @@ class TwoNodeRay:
         while time.monotonic() < deadline:
             if sum(node["state"] == "ALIVE" for node in self.nodes()) >= n:
                 return
-            for p in self.procs:
+            for p, name in ((self.procs[0], self.names[0]), (self.procs[-1], self.names[-1])):  # head, newest worker
                 if p.poll() is not None:
-                    raise RuntimeError(f"{p.args[:3]} exited with {p.returncode}")
+                    log = open(os.path.join(self.temp_dir, f"ray-start-{name}.log"), errors="replace").read()[-2000:]
+                    raise RuntimeError(f"{p.args[:3]} exited with {p.returncode}:\n{log}")
             time.sleep(2)
         raise TimeoutError(f"{n} Ray nodes not alive after {timeout_s} s")
 
