@@ -23,7 +23,7 @@ from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.geometry.regions import REGIONS, face_regions
 from refine_ray.metrics import depth_normals
-from bench.quality_paths import paths
+from bench.quality_paths import paths, refine_outputs
 from bench.quality_figure import _read_all
 
 ALL = "whole face"
@@ -37,16 +37,22 @@ def error_maps(pred_mm: np.ndarray, gt_mm: np.ndarray, mask: np.ndarray, scale: 
     return np.abs(pred_mm - gt_mm), np.degrees(np.arccos(cos)), v_p & v_t & mask
 
 
-def regional(refined_dir: str, data_dir: str, min_pixels: int = 5) -> dict[str, dict[str, float]]:
-    """region → mean over samples of coarse/refined mm and degrees, the pixel share and the sample count."""
-    manifest = read_manifest(data_dir)
-    norm = DceNormalization.from_dict(manifest["normalization"])
-    scale = float(manifest["scale_px_per_mm"])
+def refined_surfaces(refined_dir: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """sample_id → refined depth (units) and sample_id → the pixels the refined surface keeps, of a refine output."""
     ref, kept = {}, {}
     for row in _read_all(storage.join(refined_dir, "refined"), ["sample_id", "height", "width", "refined", "refined_mask"]).to_pylist():
         hw = (row["height"], row["width"])
         ref[row["sample_id"]] = np.frombuffer(row["refined"], "<f4").reshape(*hw, 3)[..., 0]
         kept[row["sample_id"]] = np.frombuffer(row["refined_mask"], "u1").reshape(hw).astype(bool)
+    return ref, kept
+
+
+def regional(refined_dir: str, data_dir: str, min_pixels: int = 5) -> dict[str, dict[str, float]]:
+    """region → mean over samples of coarse/refined mm and degrees, the pixel share and the sample count."""
+    manifest = read_manifest(data_dir)
+    norm = DceNormalization.from_dict(manifest["normalization"])
+    scale = float(manifest["scale_px_per_mm"])
+    ref, kept = refined_surfaces(refined_dir)
     data = _read_all(storage.join(data_dir, "test"))
     imgs = decode_images(data)
     lms = data.column("landmarks_input_image").to_pylist()
@@ -97,17 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-pixels", type=int, default=5)
     ap.add_argument("--json", help="also write the table as JSON here")
     args = ap.parse_args(argv)
-    pth = paths(args.work, args.tag)
     results = {}
-    for ds, data_key in (("frgc", "frgc_data"), ("bosphorus", "bos_data")):
-        out = storage.join(pth["refined"], args.config, ds)
-        if not storage.exists(storage.join(out, "metrics.parquet")):
-            print(f"{out}: no refine output, skipped", file=sys.stderr)
-            continue
-        results[ds] = regional(out, pth[data_key], args.min_pixels)
+    for ds, out, data_dir in refine_outputs(args.work, args.tag, args.config):
+        results[ds] = regional(out, data_dir, args.min_pixels)
         print(f"\n{args.config} on {ds} ({args.work}, tag '{args.tag}')\n\n{markdown(results[ds])}")
     if not results:
-        print(f"error: no refine output under {pth['refined']}/{args.config}", file=sys.stderr)
+        print(f"error: no refine output under {paths(args.work, args.tag)['refined']}/{args.config}", file=sys.stderr)
         return 2
     if args.json:
         storage.atomic_write_text(args.json, json.dumps(results, indent=2))

@@ -28,7 +28,8 @@ from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.metrics import depth_normals
 from bench.quality_figure import _read_all
-from bench.quality_paths import paths
+from bench.quality_paths import paths, refine_outputs
+from bench.quality_regions import refined_surfaces
 
 SURFACES = ("coarse", "refined", "ground truth")
 OWN_PHOTO = ("coarse on the ground truth's photo R²", "ground truth on its own photo R²")
@@ -65,11 +66,7 @@ def shading_fits(refined_dir: str, data_dir: str) -> dict[str, float]:
         raise ValueError(f"{data_dir}: the samples have no RGB channels (preprocess with textured: true)")
     norm = DceNormalization.from_dict(manifest["normalization"])
     scale = float(manifest["scale_px_per_mm"])
-    ref, kept = {}, {}
-    for row in _read_all(storage.join(refined_dir, "refined"), ["sample_id", "height", "width", "refined", "refined_mask"]).to_pylist():
-        hw = (row["height"], row["width"])
-        ref[row["sample_id"]] = np.frombuffer(row["refined"], "<f4").reshape(*hw, 3)[..., 0]
-        kept[row["sample_id"]] = np.frombuffer(row["refined_mask"], "u1").reshape(hw).astype(bool)
+    ref, kept = refined_surfaces(refined_dir)
     data = _read_all(storage.join(data_dir, "test"))
     imgs = decode_images(data)
     acc: dict[str, list[float]] = {c: [] for c in COLUMNS}
@@ -105,19 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="dcergb_d_dce")
     ap.add_argument("--json", help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    pth = paths(args.work, args.tag)
     results = {}
     print("| set | samples | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
-    for ds, data_key in (("frgc", "frgc_data"), ("bosphorus", "bos_data")):
-        out = storage.join(pth["refined"], args.config, ds)
-        if not storage.exists(storage.join(out, "metrics.parquet")):
-            print(f"{out}: no refine output, skipped", file=sys.stderr)
-            continue
-        res = results[ds] = shading_fits(out, pth[data_key])
+    for ds, out, data_dir in refine_outputs(args.work, args.tag, args.config):
+        res = results[ds] = shading_fits(out, data_dir)
         print(f"| {ds} | {res['samples']} | " + " | ".join(f"{res[c]:.3f}" for c in COLUMNS) + " |")
     if not results:
-        print(f"error: no refine output under {pth['refined']}/{args.config}", file=sys.stderr)
+        print(f"error: no refine output under {paths(args.work, args.tag)['refined']}/{args.config}", file=sys.stderr)
         return 2
     if args.json:
         storage.atomic_write_text(args.json, json.dumps(results, indent=2))
