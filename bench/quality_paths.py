@@ -26,3 +26,32 @@ def refine_outputs(work: str, tag: str, config: str):
             print(f"{out}: no refine output, skipped", file=sys.stderr)
             continue
         yield ds, out, pth[data_key]
+
+
+def run_arguments(doc: str, config: str | None = "dcergb_d_dce", config_help: str | None = None,
+                  reads_runs: bool = True):
+    """The command line the quality diagnostics share: --work, --json and, for those that read a run's
+    refine outputs (`reads_runs`), --tag and --config. Add your own to it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True, help="a bench/quality.py --work folder")
+    if reads_runs:
+        ap.add_argument("--tag", default="", help="the run's --tag (its refine outputs)")
+        ap.add_argument("--config", default=config, help=config_help or "the configuration whose refine outputs are read")
+    ap.add_argument("--json", help="also write the results as JSON here")
+    return ap
+
+
+def finish(results: dict, json_path: str | None, nothing: str) -> int:
+    """Exit status of a diagnostic: 2 with `nothing` on stderr when it judged nothing, else 0 after
+    writing `results` to `json_path` when given."""
+    import json
+    import sys
+
+    if not results:
+        print(f"error: {nothing}", file=sys.stderr)
+        return 2
+    if json_path:
+        storage.atomic_write_text(json_path, json.dumps(results, indent=2))
+    return 0

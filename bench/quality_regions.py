@@ -12,8 +12,6 @@ Means over the samples where the region has at least --min-pixels pixels.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import numpy as np
@@ -23,7 +21,7 @@ from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.geometry.regions import REGIONS, face_regions
 from refine_ray.metrics import depth_normals
-from bench.quality_paths import paths, refine_outputs
+from bench.quality_paths import finish, paths, refine_outputs, run_arguments
 from bench.quality_figure import _read_all
 
 ALL = "whole face"
@@ -96,23 +94,14 @@ def markdown(res: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--config", default="dce_d_dce")
+    ap = run_arguments(__doc__, config="dce_d_dce")
     ap.add_argument("--min-pixels", type=int, default=5)
-    ap.add_argument("--json", help="also write the table as JSON here")
     args = ap.parse_args(argv)
     results = {}
     for ds, out, data_dir in refine_outputs(args.work, args.tag, args.config):
         results[ds] = regional(out, data_dir, args.min_pixels)
         print(f"\n{args.config} on {ds} ({args.work}, tag '{args.tag}')\n\n{markdown(results[ds])}")
-    if not results:
-        print(f"error: no refine output under {paths(args.work, args.tag)['refined']}/{args.config}", file=sys.stderr)
-        return 2
-    if args.json:
-        storage.atomic_write_text(args.json, json.dumps(results, indent=2))
-    return 0
+    return finish(results, args.json, f"no refine output under {paths(args.work, args.tag)['refined']}/{args.config}")
 
 
 if __name__ == "__main__":

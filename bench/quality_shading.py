@@ -17,8 +17,6 @@ photo is not black (occluders, eye holes).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import numpy as np
@@ -28,7 +26,7 @@ from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
 from refine_ray.metrics import depth_normals
 from bench.quality_figure import _read_all
-from bench.quality_paths import paths, refine_outputs
+from bench.quality_paths import finish, paths, refine_outputs, run_arguments
 from bench.quality_regions import refined_surfaces
 
 SURFACES = ("coarse", "refined", "ground truth")
@@ -96,11 +94,7 @@ def shading_fits(refined_dir: str, data_dir: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--config", default="dcergb_d_dce")
-    ap.add_argument("--json", help="also write the results as JSON here")
+    ap = run_arguments(__doc__)
     args = ap.parse_args(argv)
     results = {}
     print("| set | samples | " + " | ".join(COLUMNS) + " |")
@@ -108,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     for ds, out, data_dir in refine_outputs(args.work, args.tag, args.config):
         res = results[ds] = shading_fits(out, data_dir)
         print(f"| {ds} | {res['samples']} | " + " | ".join(f"{res[c]:.3f}" for c in COLUMNS) + " |")
-    if not results:
-        print(f"error: no refine output under {paths(args.work, args.tag)['refined']}/{args.config}", file=sys.stderr)
-        return 2
-    if args.json:
-        storage.atomic_write_text(args.json, json.dumps(results, indent=2))
-    return 0
+    return finish(results, args.json, f"no refine output under {paths(args.work, args.tag)['refined']}/{args.config}")
 
 
 if __name__ == "__main__":
