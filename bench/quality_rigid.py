@@ -28,12 +28,14 @@ from bench.quality_paths import finish, paths, refine_outputs, run_arguments
 from bench.quality_regions import refined_surfaces
 
 MODELS = ("error", "less offset", "less plane", "less quadric", "plane alone")
+PLACEMENT = ("offset mm", "tilt x deg", "tilt y deg")   # the fitted plane: depth shift, slope along x and y
 MIN_PIXELS = 50
 
 
 def placement_residuals(diff_mm: np.ndarray, mask: np.ndarray, scale_px_per_mm: float) -> dict[str, float]:
     """Mean |diff| over `mask`, after removing its least-squares constant, plane and quadric in x, y (mm), and
-    the mean |plane| itself (the error of a perfect shape left in this placement)."""
+    the mean |plane| itself (the error of a perfect shape left in this placement); and the plane's offset (mm,
+    at the pixels' centroid) and tilts along x and y (degrees)."""
     rows, cols = np.nonzero(mask)
     e = np.asarray(diff_mm, np.float64)[mask]
     x, y = cols / scale_px_per_mm, -rows / scale_px_per_mm
@@ -47,6 +49,8 @@ def placement_residuals(diff_mm: np.ndarray, mask: np.ndarray, scale_px_per_mm: 
         out[name] = float(np.abs(e - a @ coef).mean())
         if name == "less plane":   # what a surface of the true shape in the surface's own placement would err
             out["plane alone"] = float(np.abs(a @ coef).mean())
+            out["offset mm"] = float(coef[0])
+            out["tilt x deg"], out["tilt y deg"] = (float(np.degrees(np.arctan(c))) for c in coef[1:])
     return out
 
 
@@ -75,6 +79,8 @@ def decompose(data_dir: str, refined_dir: str | None = None) -> dict:
     for surface, rows in acc.items():
         if rows:
             out[surface] = {m: float(np.mean([r[m] for r in rows])) for m in MODELS}
+            out[surface]["placement"] = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+                                         for k in PLACEMENT}
     return out
 
 
@@ -98,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
                 r = res[surface]
                 print(f"| {ds} | {res['samples']} | {surface} | {r['error']:.3f} | "
                       + " | ".join(f"{r[m]:.3f} ({r[m] / r['error']:.2f})" for m in MODELS[1:]) + " |")
+    for ds, res in results.items():
+        if "coarse" not in res:
+            continue
+        pl = res["coarse"]["placement"]
+        print(f"{ds}, coarse placement over samples (mean ± sd): "
+              + ", ".join(f"{k} {pl[k]['mean']:+.2f} ± {pl[k]['std']:.2f}" for k in PLACEMENT))
     return finish(results, args.json, f"no preprocessed test data (or refine output) under {args.work}")
 
 

@@ -67,3 +67,6 @@ def test_placement_residuals_split_a_known_plane_from_a_known_bump():
     assert placement_residuals(plane, mask, SCALE)["less plane"] < 1e-9
     pure = placement_residuals(plane, mask, SCALE)
     assert abs(pure["plane alone"] - np.abs(plane)[mask].mean()) < 1e-9
+    assert abs(pure["offset mm"] - 1.5) < 1e-9                  # the disk is centred, so x and y average to 0
+    assert abs(pure["tilt x deg"] - np.degrees(np.arctan(0.02))) < 1e-9
+    assert abs(pure["tilt y deg"] - np.degrees(np.arctan(-0.03))) < 1e-9
