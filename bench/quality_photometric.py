@@ -25,8 +25,8 @@ import torch
 from refine_ray import storage
 from refine_ray.data.schema import decode_images, read_manifest
 from refine_ray.geometry import DceNormalization
-from refine_ray.metrics import depth_normals, mae_mm, normal_angle_error_deg
-from refine_ray.nn.losses import depth_image_normals
+from refine_ray.metrics import mae_mm, normal_angle_error_deg
+from refine_ray.nn.losses import depth_image_normals, normal_support
 from bench.quality_figure import _read_all
 from bench.quality_paths import finish, paths, run_arguments
 from bench.quality_shading import luminance_of
@@ -48,7 +48,8 @@ def light_fit(lum_linear: torch.Tensor, normals: torch.Tensor, mask: torch.Tenso
     return torch.linalg.solve(ata + ridge, aty).float()
 
 
-def _log_gradients(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _differences(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences of (B,H,W) images along x and y."""
     return img[:, :, 1:] - img[:, :, :-1], img[:, 1:, :] - img[:, :-1, :]
 
 
@@ -60,15 +61,16 @@ def photometric_fit(depth_mm: np.ndarray, lum: np.ndarray, mask: np.ndarray, sca
     the mask keep their depth."""
     z0 = torch.as_tensor(depth_mm, dtype=torch.float32)
     m = torch.as_tensor(mask, dtype=torch.bool)
-    interior = (m[:, 1:-1, 1:-1] & m[:, :-2, 1:-1] & m[:, 2:, 1:-1] & m[:, 1:-1, :-2] & m[:, 1:-1, 2:])
+    interior = normal_support(m) > 0
     lin = torch.as_tensor(lum, dtype=torch.float32).clamp_min(1e-3) ** GAMMA
     lin_i = lin[:, 1:-1, 1:-1]
     with torch.no_grad():
-        coef = light_fit(lin_i, depth_image_normals(z0, scale_px_per_mm), interior)
-        shade0 = coef[:, :1, None] + torch.einsum("bi,bihw->bhw", coef[:, 1:], depth_image_normals(z0, scale_px_per_mm))
+        n0 = depth_image_normals(z0, scale_px_per_mm)
+        coef = light_fit(lin_i, n0, interior)
+        shade0 = coef[:, :1, None] + torch.einsum("bi,bihw->bhw", coef[:, 1:], n0)
     # attached shadows (shading at the ambient floor) carry no gradient of the light term: left out
     lit = interior & (shade0 > 0.05 * shade0.flatten(1).amax(1)[:, None, None])
-    gx_l, gy_l = _log_gradients(lin_i.log())
+    gx_l, gy_l = _differences(lin_i.log())
     vx, vy = lit[:, :, 1:] & lit[:, :, :-1], lit[:, 1:, :] & lit[:, :-1, :]
     delta = torch.zeros_like(z0, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=lr)
@@ -77,7 +79,7 @@ def photometric_fit(depth_mm: np.ndarray, lum: np.ndarray, mask: np.ndarray, sca
         z = z0 + delta * mf
         n = depth_image_normals(z, scale_px_per_mm)
         shade = (coef[:, :1, None] + torch.einsum("bi,bihw->bhw", coef[:, 1:], n)).clamp_min(1e-3)
-        gx_s, gy_s = _log_gradients(shade.log())
+        gx_s, gy_s = _differences(shade.log())
         rx, ry = (gx_l - gx_s)[vx], (gy_l - gy_s)[vy]
         data = (torch.sqrt(rx ** 2 + eps ** 2).sum() + torch.sqrt(ry ** 2 + eps ** 2).sum()) / (vx.sum() + vy.sum()).clamp_min(1)
         d = delta * mf
@@ -101,15 +103,12 @@ def evaluate(data_dir: str, smoothness: list[float], steps: int, max_samples: in
     norm = DceNormalization.from_dict(manifest["normalization"])
     scale = float(manifest["scale_px_per_mm"])
     imgs = decode_images(_read_all(storage.join(data_dir, "test")), require_target=True)
-    keep = []
-    for i in range(len(imgs["input"])):
-        shared = imgs["input_mask"][i].astype(bool) & imgs["target_mask"][i].astype(bool)
-        if depth_normals(np.zeros(shared.shape), shared, scale)[1].sum() >= MIN_PIXELS:
-            keep.append(i)
-    keep = keep[:max_samples] if max_samples else keep
-    coarse = np.stack([norm.denormalize_depth(imgs["input"][i, ..., 0]) for i in keep])
-    gt = np.stack([norm.denormalize_depth(imgs["target"][i, ..., 0]) for i in keep])
-    mask = np.stack([imgs["input_mask"][i].astype(bool) & imgs["target_mask"][i].astype(bool) for i in keep])
+    shared = imgs["input_mask"].astype(bool) & imgs["target_mask"].astype(bool)
+    support = normal_support(torch.as_tensor(shared)).flatten(1).sum(1).numpy()   # pixels with a normal
+    keep = np.flatnonzero(support >= MIN_PIXELS)[:max_samples]
+    coarse = norm.denormalize_depth(imgs["input"][keep, ..., 0])
+    gt = norm.denormalize_depth(imgs["target"][keep, ..., 0])
+    mask = shared[keep]
     photos = {PHOTOS[0]: np.stack([luminance_of(imgs["input"][i, ..., 3:6]) for i in keep]),
               PHOTOS[1]: np.stack([luminance_of(imgs["target_rgb"][i]) for i in keep])}
     base = np.array([_errors(coarse[k], gt[k], mask[k], scale) for k in range(len(keep))])
@@ -141,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         if not storage.exists(storage.join(p[key], "test")):
             print(f"{p[key]}: no test shards, skipped", file=sys.stderr)
             continue
-        torch.manual_seed(0)
         res = results[ds] = evaluate(p[key], lams, args.steps, args.max_samples)
         print(f"| {ds} | {res['samples']} | coarse | – | {res['coarse mm']:.3f} (1.000) | {res['coarse normals']:.3f}° (1.000) |")
         for f in res["fits"]:

@@ -78,6 +78,13 @@ def depth_image_normals(depth: torch.Tensor, slope_per_unit: float) -> torch.Ten
     return n / n.norm(dim=1, keepdim=True)
 
 
+def normal_support(weight: torch.Tensor) -> torch.Tensor:
+    """Per-pixel weight (B,H-2,W-2) of the interior normals of depth_image_normals: a pixel's weight times
+    those of its four neighbours, since its central differences need them all."""
+    w = weight.float()
+    return w[:, 1:-1, 1:-1] * w[:, :-2, 1:-1] * w[:, 2:, 1:-1] * w[:, 1:-1, :-2] * w[:, 1:-1, 2:]
+
+
 def normal_l1(pred_depth: torch.Tensor, target_depth: torch.Tensor, weight: torch.Tensor,
               slope_per_unit: float) -> torch.Tensor:
     """Mean L1 distance of the unit normals of two depth images (B,H,W), weighted per pixel by `weight`
@@ -86,8 +93,7 @@ def normal_l1(pred_depth: torch.Tensor, target_depth: torch.Tensor, weight: torc
     About the angle in radians for small errors, linear in it (unlike 1 − cos), so small ripples and
     missing slopes still have a gradient: the pixel L1 on depth barely sees them.
     """
-    w = weight.float()
-    w = (w[:, 1:-1, 1:-1] * w[:, :-2, 1:-1] * w[:, 2:, 1:-1] * w[:, 1:-1, :-2] * w[:, 1:-1, 2:]).unsqueeze(1)
+    w = normal_support(weight).unsqueeze(1)
     diff = (depth_image_normals(pred_depth.float(), slope_per_unit)
             - depth_image_normals(target_depth.float(), slope_per_unit)).abs().sum(1, keepdim=True)
     return (diff * w).sum() / w.sum().clamp_min(1e-8)
